@@ -1,0 +1,101 @@
+"""Checkpoints: tensors plus JSON, written atomically, loaded without running code.
+
+A checkpoint is a dict saved with `torch.save` holding only tensors, numbers, strings and
+containers of them: `format`, `version`, `config` (TrainConfig as a JSON string), `step`,
+`generator` and (for training checkpoints) `discriminator`, `opt_g`, `opt_d`, `rng` (JSON).
+It is loaded with `torch.load(weights_only=True)`, which refuses pickled objects, so opening a
+checkpoint from elsewhere cannot execute code. State dicts are of the unwrapped modules (no
+`module.` or `_orig_mod.` prefixes).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avg_rt.config import ConfigError, TrainConfig, to_dict, train_config_from_dict
+from avg_rt.files import atomic_path
+from avg_rt.model import Generator
+
+FORMAT = "avg-rt-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that is not a usable avg-rt checkpoint; renders as `<path>: <problem>`."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
+def save(path: str | Path, cfg: TrainConfig, step: int, state: dict[str, Any]) -> None:
+    """Write `state` (state dicts, RNG tensors, JSON strings) with the config and step,
+    atomically: a crash mid-write leaves the previous checkpoint intact."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": json.dumps(to_dict(cfg)),
+        "step": step,
+        **state,
+    }
+    with atomic_path(path, overwrite=True) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; `result["config"]` is a TrainConfig.
+
+    Raises CheckpointError for a missing file, a file holding pickled objects, another format
+    or a newer version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
+        raise CheckpointError(path, "not a PyTorch checkpoint (expected a torch.save archive)")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0] if str(e) else "pickled objects"
+        raise CheckpointError(
+            path, f"refused: it holds pickled Python objects, which could run code ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(path, f"not a PyTorch checkpoint ({type(e).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(path, "not an avg-rt checkpoint (no generator weights and config)")
+    if data.get("version", 0) > VERSION:
+        raise CheckpointError(
+            path,
+            f"checkpoint version {data['version']} is newer than this "
+            f"avg-rt understands ({VERSION}); upgrade avg-rt",
+        )
+    try:
+        data["config"] = train_config_from_dict(json.loads(data["config"]))
+    except (ConfigError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(path, f"bad config in checkpoint ({e})") from None
+    if "generator" not in data:
+        raise CheckpointError(path, "checkpoint has no generator weights")
+    return data
+
+
+def load_generator(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Generator, TrainConfig]:
+    """The generator of a checkpoint, in eval mode, with its TrainConfig: (Generator, cfg)."""
+    data = load(path, map_location)
+    cfg: TrainConfig = data["config"]
+    gen = Generator(cfg.model)
+    try:
+        gen.load_state_dict(data["generator"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            path, f"generator weights do not match its config ({e})".splitlines()[0]
+        ) from None
+    return gen.to(map_location).eval(), cfg

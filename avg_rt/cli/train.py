@@ -1,0 +1,119 @@
+"""`avg-rt train`: options -> one TrainConfig -> `avg_rt.train.loop.train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avg_rt.cli.options import DeviceOpt, ProgressOpt, SeedOpt
+from avg_rt.config import PRESETS, ConfigError, TrainConfig, to_dict
+
+Opt = typer.Option
+
+
+def resolve_config(preset: str, **overrides: object) -> TrainConfig:
+    """The preset with every override that is not None applied."""
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    cfg = dataclasses.replace(PRESETS[preset], **changes)
+    cfg.validate()
+    return cfg
+
+
+def train(
+    data: Annotated[
+        Path,
+        Opt(
+            help="Data folder: Train/ and Test/ inside (TF layout), or any "
+            "folder of videos / frame folders."
+        ),
+    ],
+    out: Annotated[Path, Opt("--out", "-o", help="Run folder (new, or existing with --resume).")],
+    preset: Annotated[str, Opt(help="paper (the published network) or small (CPU).")] = "small",
+    steps: Annotated[int | None, Opt(help="Total iterations [default: preset's].")] = None,
+    adversarial: Annotated[
+        bool | None, Opt("--adversarial/--no-adversarial", help="Train with D (default) or G only.")
+    ] = None,
+    batch: Annotated[int | None, Opt(help="Clips per step [default: 8].")] = None,
+    lr_g: Annotated[float | None, Opt(help="Generator learning rate (Adam).")] = None,
+    lr_d: Annotated[float | None, Opt(help="Discriminator learning rate (SGD).")] = None,
+    lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
+    lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
+    lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
+    test: Annotated[
+        Path | None, Opt(help="Held-out videos [default: DATA/Test if present].")
+    ] = None,
+    test_recursions: Annotated[int | None, Opt(help="Recursive steps in periodic tests.")] = None,
+    save_interval: Annotated[int | None, Opt(help="Steps between checkpoints.")] = None,
+    test_interval: Annotated[int | None, Opt(help="Steps between test rollouts.")] = None,
+    amp: Annotated[str | None, Opt(help="none, bf16 or fp16 autocast (CUDA only).")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    resume: Annotated[bool, Opt(help="Continue the run in OUT from its checkpoint.")] = False,
+    mmap_cache: Annotated[
+        bool,
+        Opt(
+            help="Decode videos once into memory-mapped files under "
+            "DATA/.avg-rt-cache (for data larger than RAM)."
+        ),
+    ] = False,
+    dry_run: Annotated[bool, Opt(help="Print the resolved config as JSON and exit.")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Train the multi-scale GAN on clips sampled on the fly from videos.
+
+    Example: avg-rt train --data data/mspacman --out runs/small --preset small --steps 2000
+    """
+    from avg_rt.runners import resolve_device
+
+    cfg = resolve_config(
+        preset,
+        steps=steps,
+        adversarial=adversarial,
+        batch=batch,
+        lr_g=lr_g,
+        lr_d=lr_d,
+        lam_adv=lam_adv,
+        lam_lp=lam_lp,
+        lam_gdl=lam_gdl,
+        test_recursions=test_recursions,
+        save_interval=save_interval,
+        test_interval=test_interval,
+        amp=amp,
+        seed=seed,
+        device=device,
+    )
+    if resume:
+        # The run's own config wins: a resumed run must continue the same experiment.
+        from avg_rt import checkpoint
+        from avg_rt.train.loop import CHECKPOINT
+
+        saved = checkpoint.load(out / CHECKPOINT)["config"]
+        cfg = dataclasses.replace(
+            saved, steps=cfg.steps if steps is not None else saved.steps, device=device
+        )
+    if dry_run:
+        typer.echo(json.dumps(to_dict(cfg), indent=2))
+        return
+    resolve_device(cfg.device)
+
+    from avg_rt.data.sources import load_videos, open_source
+    from avg_rt.train.loop import train as run
+
+    train_dir = data / "Train" if (data / "Train").is_dir() else data
+    test_dir = test or (data / "Test" if (data / "Test").is_dir() else None)
+    cache = data / ".avg-rt-cache" if mmap_cache else None
+    min_frames = cfg.model.history_len + 1
+    videos = load_videos(open_source(train_dir), min_frames, cache)
+    test_videos = load_videos(open_source(test_dir), min_frames, cache) if test_dir else []
+    typer.echo(
+        f"{len(videos)} training videos ({sum(len(v.frames) for v in videos)} frames), "
+        f"{len(test_videos)} test videos; run folder {out}"
+    )
+    ckpt = run(cfg, videos, out, test_videos, resume=resume, progress=progress)
+    typer.echo(f"checkpoint: {ckpt}")

@@ -1,0 +1,206 @@
+"""Configuration: the only home of defaults.
+
+`ModelConfig` describes the networks, `TrainConfig` the optimisation and nests a `ModelConfig`.
+Both are frozen dataclasses that round-trip through JSON (`to_dict` / `from_dict`), so the same
+object goes to `run_dir/config.json`, into checkpoints, and (its model part) into ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the option."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator and discriminator architecture.
+
+    Generator scales are listed coarsest first; scale k of n works at int(H / 2^(n-1-k)) x
+    int(W / 2^(n-1-k)). `g_maps[k]` are the hidden feature maps of scale k (its input has
+    3 * history_len channels, plus 3 for the upsampled coarser prediction on every scale but the
+    first; its output has 3), and `g_kernels[k]` has one kernel size per convolution, so
+    len(g_kernels[k]) == len(g_maps[k]) + 1.
+    """
+
+    history_len: int = 4
+    g_maps: tuple[tuple[int, ...], ...] = (
+        (128, 256, 128),
+        (128, 256, 128),
+        (128, 256, 512, 256, 128),
+        (128, 256, 512, 256, 128),
+    )
+    g_kernels: tuple[tuple[int, ...], ...] = (
+        (3, 3, 3, 3),
+        (5, 3, 3, 5),
+        (5, 3, 3, 3, 3, 5),
+        (7, 5, 5, 5, 5, 7),
+    )
+    # Authors' Torch form: the upsampled coarser prediction is added before the tanh.
+    residual: bool = False
+    # Discriminator: valid convolutions, one 2x2 max pool, fully connected head per scale.
+    d_maps: tuple[tuple[int, ...], ...] = (
+        (64,),
+        (64, 128, 128),
+        (128, 256, 256),
+        (128, 256, 512, 128),
+    )
+    d_kernels: tuple[tuple[int, ...], ...] = ((3,), (3, 3, 3), (5, 5, 5), (7, 7, 5, 5))
+    d_fc: tuple[tuple[int, ...], ...] = ((512, 256), (1024, 512), (1024, 512), (1024, 512))
+    # Paper: D judges the history followed by the next frame (15 channels); TF project: the
+    # next frame alone (3 channels).
+    d_conditional: bool = True
+    # Side of the square training patches D is built for (its FC sizes depend on it).
+    patch_size: int = 32
+
+    @property
+    def n_scales(self) -> int:
+        return len(self.g_maps)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the generator input: history_len RGB frames stacked."""
+        return 3 * self.history_len
+
+    @property
+    def min_frame_size(self) -> int:
+        """Smallest height or width the generator accepts (coarsest scale at least 1 pixel)."""
+        return 2 ** (self.n_scales - 1)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first inconsistent field."""
+        if self.history_len < 1:
+            raise ConfigError(f"history_len must be >= 1, got {self.history_len}")
+        if len(self.g_kernels) != self.n_scales:
+            raise ConfigError("g_kernels needs one entry per generator scale (len(g_maps))")
+        for k, (maps, kernels) in enumerate(zip(self.g_maps, self.g_kernels)):
+            if len(kernels) != len(maps) + 1:
+                raise ConfigError(f"g_kernels[{k}] needs len(g_maps[{k}]) + 1 kernel sizes")
+            if any(s % 2 == 0 for s in kernels):
+                raise ConfigError(f"g_kernels[{k}]: 'same' padding needs odd kernel sizes")
+        if not (len(self.d_maps) == len(self.d_kernels) == len(self.d_fc) == self.n_scales):
+            raise ConfigError("d_maps, d_kernels and d_fc need one entry per generator scale")
+        for k, (maps, kernels) in enumerate(zip(self.d_maps, self.d_kernels)):
+            if len(maps) != len(kernels):
+                raise ConfigError(f"d_kernels[{k}] needs one kernel size per entry of d_maps[{k}]")
+            side = self.patch_size // 2 ** (self.n_scales - 1 - k) - sum(s - 1 for s in kernels)
+            if side < 1:
+                raise ConfigError(
+                    f"patch_size {self.patch_size} is too small for discriminator scale {k}"
+                )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; defaults are the TF project's intended values (upstream.md)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adversarial: bool = True
+    # Generator loss = lam_lp * Lp + lam_gdl * GDL + lam_adv * adversarial.
+    lam_adv: float = 0.05
+    lam_lp: float = 1.0
+    lam_gdl: float = 1.0
+    l_num: int = 2  # p of the Lp loss
+    alpha: float = 1.0  # exponent of the gradient difference loss
+    lr_g: float = 4e-5  # Adam
+    lr_d: float = 0.02  # SGD
+    batch: int = 8  # clips per step (per process)
+    steps: int = 500_000
+    movement_threshold: float = 100.0  # sum of squared differences of [-1, 1] crops
+    movement_tries: int = 100
+    unfiltered_prob: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA only
+    # Intervals in steps.
+    log_interval: int = 10
+    summary_interval: int = 100
+    image_interval: int = 1000
+    test_interval: int = 5000
+    save_interval: int = 10000
+    test_recursions: int = 8
+    test_clips: int = 4
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field that cannot work."""
+        self.model.validate()
+        positive = (
+            "batch",
+            "steps",
+            "log_interval",
+            "summary_interval",
+            "image_interval",
+            "test_interval",
+            "save_interval",
+            "movement_tries",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d", "lam_lp", "lam_gdl", "alpha", "l_num"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.unfiltered_prob <= 1.0:
+            raise ConfigError(f"unfiltered_prob must be in [0, 1], got {self.unfiltered_prob}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
+        if self.test_recursions < 0 or self.test_clips < 0:
+            raise ConfigError("test_recursions and test_clips must be >= 0")
+
+
+# Fewer feature maps, same structure: trains on 2 CPU cores in minutes.
+_SMALL = ModelConfig(
+    g_maps=((16, 32, 16), (16, 32, 16), (16, 32, 32, 32, 16), (16, 32, 32, 32, 16)),
+    d_maps=((16,), (16, 32, 32), (16, 32, 32), (16, 32, 32, 16)),
+    d_fc=((64, 32), (64, 32), (64, 32), (64, 32)),
+)
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    # The small network tolerates a larger G learning rate; D keeps the seed's SGD rate.
+    "small": TrainConfig(
+        model=_SMALL,
+        lr_g=1e-3,
+        lr_d=0.02,
+        steps=2000,
+        summary_interval=50,
+        image_interval=250,
+        test_interval=250,
+        save_interval=250,
+    ),
+}
+
+
+def to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:
+    """The config as plain JSON types (tuples become lists)."""
+    result: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return result
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Inverse of `to_dict` for a ModelConfig; unknown keys raise ConfigError."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+    return ModelConfig(**{k: _tuples(v) for k, v in data.items()})
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Inverse of `to_dict` for a TrainConfig; unknown keys raise ConfigError."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown train config keys: {sorted(unknown)}")
+    values = dict(data)
+    values["model"] = model_config_from_dict(values.get("model", {}))
+    return TrainConfig(**values)

@@ -1,0 +1,179 @@
+"""Multi-scale generator and discriminator of Mathieu, Couprie & LeCun (ICLR 2016).
+
+Frames are float tensors in [-1, 1], NCHW. The generator takes the history as one tensor of
+3 * history_len channels (oldest frame first, RGB within a frame) and predicts the next frame.
+It is fully convolutional: every resize goes to a size computed from the input shape
+(int(H / 2^k), int(W / 2^k)), never by a fixed factor, so any frame size of at least
+2^(n_scales - 1) pixels works and exports with dynamic height and width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avg_rt.config import ModelConfig
+
+
+def scale_sizes(height: int, width: int, n_scales: int) -> list[tuple[int, int]]:
+    """Frame size of each scale, coarsest first: (H // 2^k, W // 2^k) for k = n-1 .. 0."""
+    return [(height // 2**k, width // 2**k) for k in reversed(range(n_scales))]
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) to `size`, computed in float32 (FP16 graphs keep it)."""
+    return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def pyramid(x: torch.Tensor, n_scales: int) -> list[torch.Tensor]:
+    """`x` (B, C, H, W) resized to every scale, coarsest first; the finest is `x` itself."""
+    sizes = scale_sizes(x.shape[-2], x.shape[-1], n_scales)
+    return [resize(x, size) for size in sizes[:-1]] + [x]
+
+
+def _init(module: nn.Module, std: float, bias: float) -> None:
+    # TF project: weights truncated normal (stddev 0.01), biases 0.1.
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.constant_(m.bias, bias)
+
+
+class ScaleGenerator(nn.Module):
+    """One scale: 'same' convolutions with ReLU between them; returns pre-tanh values."""
+
+    def __init__(self, in_channels: int, maps: tuple[int, ...], kernels: tuple[int, ...]):
+        super().__init__()
+        widths = (in_channels, *maps, 3)
+        layers: list[nn.Module] = []
+        for i, k in enumerate(kernels):
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], k, padding=k // 2))
+            if i < len(kernels) - 1:
+                layers.append(nn.ReLU())
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The convolutions run in the dtype of their weights (float16 in an FP16 export);
+        # the result returns to float32 before the tanh and the next resize.
+        weight = self.convs[0].weight
+        return self.convs(x.to(weight.dtype)).float()  # (B, 3, h, w)
+
+
+class Generator(nn.Module):
+    """Coarse-to-fine generator: (B, 3 * history_len, H, W) in [-1, 1] -> (B, 3, H, W)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.scales = nn.ModuleList(
+            ScaleGenerator(cfg.in_channels + (3 if k else 0), maps, kernels)
+            for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
+        )
+        _init(self, std=0.01, bias=0.1)
+
+    def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
+        """Predictions of every scale, coarsest first; each (B, 3, H // 2^k, W // 2^k)."""
+        inputs = pyramid(history, len(self.scales))
+        preds: list[torch.Tensor] = []
+        for net, x in zip(self.scales, inputs):
+            if preds:
+                up = resize(preds[-1], (x.shape[-2], x.shape[-1]))
+                out = net(torch.cat([x, up], dim=1))  # 3 * history_len + 3 channels in
+                preds.append(torch.tanh(out + up if self.cfg.residual else out))
+            else:
+                preds.append(torch.tanh(net(x)))
+        return preds
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """The next frame, (B, 3, H, W) float32 in [-1, 1]."""
+        return self.forward_scales(history)[-1]
+
+    def convs_to(self, dtype: torch.dtype) -> Generator:
+        """Cast only the convolution weights (resizes and tanh stay float32); returns self."""
+        for net in self.scales:
+            net.convs.to(dtype)
+        return self
+
+
+class ScaleDiscriminator(nn.Module):
+    """One scale: valid convolutions + ReLU, one 2x2 max pool, fully connected head."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        side: int,
+        maps: tuple[int, ...],
+        kernels: tuple[int, ...],
+        fc: tuple[int, ...],
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout, k in zip((in_channels, *maps), maps, kernels):
+            layers += [nn.Conv2d(cin, cout, k), nn.ReLU()]
+            side -= k - 1
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)  # TF 'SAME' pooling keeps odd borders
+        side = -(-side // 2)
+        widths = (maps[-1] * side * side, *fc, 1)
+        head: list[nn.Module] = []
+        for i in range(len(widths) - 1):
+            head.append(nn.Linear(widths[i], widths[i + 1]))
+            if i < len(widths) - 2:
+                head.append(nn.ReLU())
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, side, side) -> logits (B,); the sigmoid lives in the loss (stable BCE)."""
+        return self.head(self.pool(self.convs(x)).flatten(1)).squeeze(1)
+
+
+class Discriminator(nn.Module):
+    """One ScaleDiscriminator per generator scale, for patch_size x patch_size clips only."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        in_channels = 3 + (cfg.in_channels if cfg.d_conditional else 0)
+        n = cfg.n_scales
+        self.scales = nn.ModuleList(
+            ScaleDiscriminator(in_channels, cfg.patch_size // 2 ** (n - 1 - k), *spec)
+            for k, spec in enumerate(zip(cfg.d_maps, cfg.d_kernels, cfg.d_fc))
+        )
+        _init(self, std=0.01, bias=0.1)
+
+    def forward(
+        self, frames: list[torch.Tensor], history: list[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Logits (B,) per scale for `frames` (coarsest first, (B, 3, h_k, w_k) each).
+
+        With `cfg.d_conditional`, `history` (the input pyramid, (B, 3 * history_len, h_k, w_k)
+        per scale) is placed before each frame, as in the paper.
+        """
+        if self.cfg.d_conditional:
+            if history is None:
+                raise ValueError("a conditional discriminator needs the history pyramid")
+            frames = [torch.cat([h, f], dim=1) for h, f in zip(history, frames)]
+        return [net(f) for net, f in zip(self.scales, frames)]
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (weights and biases)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def generator_flops(cfg: ModelConfig, height: int, width: int) -> int:
+    """Floating-point operations (2 per multiply-add) of one generator pass on one frame.
+
+    Counts the convolutions, which are all but a negligible part of the cost (resizes and
+    activations are left out).
+    """
+    macs = 0
+    for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels)):
+        h, w = scale_sizes(height, width, cfg.n_scales)[k]
+        widths = (cfg.in_channels + (3 if k else 0), *maps, 3)
+        for i, ks in enumerate(kernels):
+            macs += h * w * ks * ks * widths[i] * widths[i + 1]
+    return 2 * macs

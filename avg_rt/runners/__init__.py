@@ -1,0 +1,99 @@
+"""One protocol for every inference backend, and `open_runner` to pick one.
+
+A runner is a context manager: construction only records what to load, `__enter__` loads the
+weights, session or engine and allocates, `__exit__` frees. In between, `predict` maps a
+history to the next frame. The rollout loop, the parity checks and the benchmarks are written
+once, over this protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, Self, runtime_checkable
+
+import torch
+
+
+class RunnerError(Exception):
+    """A model file or backend that cannot be used; renders as `<what>: <problem>`."""
+
+    def __init__(self, what: str | Path, problem: str):
+        super().__init__(f"{what}: {problem}")
+        self.what, self.problem = str(what), problem
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Predicts the next frame from a history of frames.
+
+    `predict(history)`: history is (B, 3 * history_len, H, W) float32 in [-1, 1], contiguous,
+    on `device`, oldest frame first (RGB within a frame). Returns (B, 3, H, W) float32 in
+    [-1, 1] on `device`. The output may alias a buffer the runner reuses on its next call:
+    copy it before calling `predict` again if you keep it.
+    """
+
+    name: str  # e.g. "torch-cpu", "onnxrt-cpu-fp16", "tensorrt-fp16"
+    device: torch.device
+    history_len: int
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def predict(self, history: torch.Tensor) -> torch.Tensor: ...
+
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def open_runner(path: str | Path, backend: str = "auto", device: str = "cpu") -> Runner:
+    """A runner for a model file (not yet entered).
+
+    `backend="auto"` follows the file: a training checkpoint (.pt, .pth) runs on torch, an ONNX
+    file on onnxruntime, a TensorRT plan (.plan, .engine) on TensorRT.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunnerError(path, "no such model file")
+    suffix = path.suffix.lower()
+    if backend == "auto":
+        match suffix:
+            case ".pt" | ".pth":
+                backend = "torch"
+            case ".onnx":
+                backend = "onnxruntime"
+            case ".plan" | ".engine":
+                backend = "tensorrt"
+            case _:
+                raise RunnerError(
+                    path,
+                    f"unknown model type {suffix!r}: expected a checkpoint "
+                    f"(.pt), an ONNX file (.onnx) or a TensorRT plan (.plan)",
+                )
+    dev = resolve_device(device)
+    match backend:
+        case "torch":
+            from avg_rt.runners.pyt import TorchRunner
+
+            return TorchRunner(path, dev)
+        case "onnxruntime":
+            from avg_rt.runners.onnxrt import OnnxRuntimeRunner
+
+            return OnnxRuntimeRunner(path, dev)
+        case "tensorrt":
+            from avg_rt.runners.trt import TensorRTRunner
+
+            return TensorRTRunner(path, dev)
+    raise RunnerError(backend, f"unknown backend (choose from {', '.join(BACKENDS)})")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU raises RunnerError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RunnerError(device, "no CUDA GPU is available here (use --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise RunnerError(device, "device must be cpu, cuda, cuda:N or auto")
+    return dev

@@ -1,0 +1,78 @@
+"""Shared fixtures: hardware markers, isolated RNG, and data the tests make themselves."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avg_rt.config import PRESETS, ModelConfig
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none here)")
+needs_tensorrt = pytest.mark.skipif(
+    not (HAS_CUDA and HAS_TENSORRT),
+    reason="needs the tensorrt package and a CUDA GPU (pip install 'avg-rt[gpu]')",
+)
+# One test body for cpu and, where present, cuda.
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+
+SMALL: ModelConfig = PRESETS["small"].model
+
+
+@pytest.fixture(autouse=True)
+def _isolated_rng() -> None:
+    """Every test starts from the same torch and numpy random state."""
+    state = torch.get_rng_state(), np.random.get_state()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    yield
+    torch.set_rng_state(state[0])
+    np.random.set_state(state[1])
+
+
+def moving_frames(t: int = 12, h: int = 40, w: int = 48, seed: int = 0) -> np.ndarray:
+    """uint8 (t, h, w, 3): a bright square moving right over a textured background."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    frames = np.repeat(background[None], t, axis=0)
+    for i in range(t):
+        x = (2 * i) % (w - 8)
+        frames[i, h // 3 : h // 3 + 8, x : x + 8] = (250, 200, 40)
+    return frames
+
+
+def write_frames(folder: Path, frames: np.ndarray, suffix: str = ".png", mode: str = "RGB") -> Path:
+    """Write frames as images `000.png`, ... in `folder` (created); mode RGB, RGBA or L."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).convert(mode).save(folder / f"{i:03d}{suffix}")
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A TF-layout folder: Train/ with 3 videos, Test/ with 1, 12 frames of 40x48 each."""
+    root = tmp_path / "data"
+    for split, n in (("Train", 3), ("Test", 1)):
+        for i in range(n):
+            write_frames(
+                root / split / f"video{i}", moving_frames(seed=i + (10 if split == "Test" else 0))
+            )
+    return root
+
+
+@pytest.fixture(scope="session")
+def atari_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real Ms. Pac-Man frames from the emulator: 2 short training and 1 test episode."""
+    from avg_rt.data.atari import AtariConfig, record
+
+    out = tmp_path_factory.mktemp("atari") / "mspacman"
+    return record(AtariConfig(episodes=2, test_episodes=1, max_frames=40, seed=1), out)

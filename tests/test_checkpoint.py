@@ -1,0 +1,61 @@
+import pickle
+
+import pytest
+import torch
+from conftest import SMALL
+
+from avg_rt import checkpoint
+from avg_rt.checkpoint import CheckpointError
+from avg_rt.config import TrainConfig
+from avg_rt.model import Generator
+
+
+class Payload:
+    """A pickled object that would run code on load."""
+
+    def __reduce__(self):
+        return (print, ("owned",))
+
+
+def test_round_trip(tmp_path):
+    cfg = TrainConfig(model=SMALL, steps=7)
+    g = Generator(SMALL)
+    checkpoint.save(tmp_path / "c.pt", cfg, 3, {"generator": g.state_dict()})
+    loaded, cfg2 = checkpoint.load_generator(tmp_path / "c.pt")
+    assert cfg2 == cfg and checkpoint.load(tmp_path / "c.pt")["step"] == 3
+    x = torch.rand(1, 12, 16, 16)
+    assert torch.equal(loaded(x), g(x))
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "generator": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused: it holds pickled Python objects"):
+        checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such checkpoint"),
+        (b"garbage", "not a PyTorch checkpoint"),
+        ({"weights": torch.zeros(1)}, "not an avg-rt checkpoint"),
+    ],
+)
+def test_not_a_checkpoint(tmp_path, content, message):
+    path = tmp_path / "x.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        checkpoint.load(path)
+    assert str(err.value).startswith(str(path))
+
+
+def test_plain_pickle_is_refused(tmp_path):
+    path = tmp_path / "x.pt"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)

@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from avg_rt.metrics import frame_metrics, psnr, sharp_diff, ssim, to_unit
+
+
+def test_psnr_known_values():
+    y = torch.zeros(3, 8, 8)
+    assert psnr(y + 0.1, y).item() == pytest.approx(20.0, abs=1e-4)  # MSE 0.01
+    assert psnr(y, y).item() == math.inf
+
+
+def test_psnr_matches_skimage_and_is_batched():
+    rng = np.random.default_rng(1)
+    y = rng.random((4, 2, 3, 20, 24))
+    p = np.clip(y + rng.normal(0, 0.05, y.shape), 0, 1)
+    ours = psnr(torch.tensor(p), torch.tensor(y))
+    assert ours.shape == (4, 2)
+    ref = peak_signal_noise_ratio(y[2, 1], p[2, 1], data_range=1)
+    assert ours[2, 1].item() == pytest.approx(ref, abs=1e-4)
+
+
+def test_tf_convention_is_6_02_db_lower():
+    y = torch.rand(3, 16, 16)
+    p = (y + 0.05).clamp(0, 1)
+    tf_style = 10 * torch.log10(1 / (((2 * p - 1) - (2 * y - 1)) ** 2).mean())  # [-1, 1], peak 1
+    assert (psnr(p, y) - tf_style).item() == pytest.approx(20 * math.log10(2), abs=1e-4)
+
+
+def test_ssim_matches_skimage_gaussian():
+    rng = np.random.default_rng(2)
+    y = rng.random((3, 30, 40)).astype(np.float32)
+    p = np.clip(y + rng.normal(0, 0.1, y.shape), 0, 1).astype(np.float32)
+    ref = structural_similarity(
+        y,
+        p,
+        channel_axis=0,
+        data_range=1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    ours = ssim(torch.tensor(p)[None], torch.tensor(y)[None])
+    assert ours.shape == (1,)
+    assert ours.item() == pytest.approx(ref, abs=1e-5)
+    assert ssim(torch.tensor(y), torch.tensor(y)).item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="11x11"):
+        ssim(torch.rand(3, 8, 8), torch.rand(3, 8, 8))
+
+
+def test_sharp_diff_known_value():
+    y = torch.zeros(1, 3, 3)
+    y[0, 0, 1] = 1.0
+    p = torch.zeros(1, 3, 3)
+    # g_Y on the 2x2 grid: |dx| is 1 at (0,0) and (0,1), |dy| is 1 at (0,1), so
+    # g_Y = [[1, 2], [0, 0]] with mean 0.75; g_G = 0.
+    assert sharp_diff(p, y).item() == pytest.approx(10 * math.log10(1 / 0.75))
+    assert sharp_diff(y, y).item() == math.inf
+
+
+def test_frame_metrics_model_range():
+    y = torch.rand(2, 3, 16, 16) * 2 - 1
+    m = frame_metrics(y, y)
+    assert set(m) == {"psnr", "sharp_diff", "ssim"} and m["ssim"].shape == (2,)
+    assert to_unit(torch.tensor([-1.0, 1.0])).tolist() == [0.0, 1.0]
+    assert "ssim" not in frame_metrics(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))

@@ -1,0 +1,104 @@
+import dataclasses
+
+import pytest
+import torch
+from conftest import SMALL
+
+from avg_rt.config import PRESETS, ConfigError, ModelConfig
+from avg_rt.model import (
+    Discriminator,
+    Generator,
+    count_params,
+    generator_flops,
+    pyramid,
+    scale_sizes,
+)
+
+# upstream.md's generator table: feature maps (input .. output) and kernel sizes per scale.
+PAPER_G_TABLE = [
+    ((12, 128, 256, 128, 3), (3, 3, 3, 3)),
+    ((15, 128, 256, 128, 3), (5, 3, 3, 5)),
+    ((15, 128, 256, 512, 256, 128, 3), (5, 3, 3, 3, 3, 5)),
+    ((15, 128, 256, 512, 256, 128, 3), (7, 5, 5, 5, 5, 7)),
+]
+
+
+def test_scale_sizes_are_explicit_not_factor_two():
+    assert scale_sizes(210, 160, 4) == [(26, 20), (52, 40), (105, 80), (210, 160)]
+    assert scale_sizes(97, 131, 4) == [(12, 16), (24, 32), (48, 65), (97, 131)]
+
+
+def test_paper_parameter_count_matches_reference_table():
+    expected = 0
+    for maps, kernels in PAPER_G_TABLE:
+        for cin, cout, k in zip(maps, maps[1:], kernels):
+            expected += k * k * cin * cout + cout  # weights + biases
+    g = Generator(PRESETS["paper"].model)
+    assert count_params(g) == expected == 12_569_740  # "about 12.57 M" in the reference
+    for (maps, kernels), scale in zip(PAPER_G_TABLE, g.scales):
+        convs = [m for m in scale.convs if isinstance(m, torch.nn.Conv2d)]
+        assert [c.in_channels for c in convs] + [convs[-1].out_channels] == list(maps)
+        assert [c.kernel_size[0] for c in convs] == list(kernels)
+        assert all(c.padding == (c.kernel_size[0] // 2,) * 2 for c in convs)
+
+
+def test_paper_flops_match_reference():
+    cfg = PRESETS["paper"].model
+    assert generator_flops(cfg, 210, 160) / 2e9 == pytest.approx(306, rel=0.01)  # GMAC
+    assert generator_flops(cfg, 32, 32) / 2e9 == pytest.approx(9.3, rel=0.01)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (210, 160), (97, 131), (100, 100)])
+def test_generator_shapes_any_size(size):
+    g = Generator(SMALL)
+    x = torch.rand(3, 12, *size) * 2 - 1
+    preds = g.forward_scales(x)
+    assert [tuple(p.shape[-2:]) for p in preds] == scale_sizes(*size, 4)
+    y = g(x)
+    assert y.shape == (3, 3, *size) and y.dtype == torch.float32
+    assert y.abs().max() <= 1
+
+
+@pytest.mark.parametrize("size", [(210, 160), (97, 131)])
+def test_paper_generator_full_frame_shapes(size):
+    # Shapes only: the meta device runs the graph without the 1.8 TFLOP of arithmetic.
+    with torch.device("meta"):
+        y = Generator(PRESETS["paper"].model)(torch.empty(3, 12, *size))
+    assert y.shape == (3, 3, *size)
+
+
+def test_generator_runs_down_to_min_frame_size():
+    cfg = dataclasses.replace(SMALL, g_maps=((4, 4, 4),) * 2 + ((4, 4, 4, 4, 4),) * 2)
+    g = Generator(cfg)
+    assert cfg.min_frame_size == 8
+    for h, w in [(8, 8), (9, 13), (66, 130)]:
+        y = g(torch.rand(1, 12, h, w))
+        assert y.shape == (1, 3, h, w) and torch.isfinite(y).all()
+
+
+def test_residual_form_changes_output():
+    x = torch.rand(2, 12, 32, 32) * 2 - 1
+    torch.manual_seed(0)
+    a = Generator(SMALL)(x)
+    torch.manual_seed(0)
+    b = Generator(dataclasses.replace(SMALL, residual=True))(x)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_discriminator_scales(conditional):
+    cfg = dataclasses.replace(PRESETS["paper"].model, d_conditional=conditional)
+    d = Discriminator(cfg)
+    target = torch.rand(2, 3, 32, 32)
+    hist = torch.rand(2, 12, 32, 32)
+    first = d.scales[0].convs[0]
+    assert first.in_channels == (15 if conditional else 3)
+    logits = d(pyramid(target, 4), pyramid(hist, 4) if conditional else None)
+    assert [z.shape for z in logits] == [torch.Size([2])] * 4
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="g_kernels"):
+        ModelConfig(g_kernels=((3, 3),) * 4).validate()
+    with pytest.raises(ConfigError, match="patch_size"):
+        ModelConfig(patch_size=8).validate()

@@ -1,0 +1,268 @@
+"""The training loop: one D step then one G step per iteration (G only when not adversarial).
+
+`train(cfg, videos, run_dir)` reads top to bottom: init, data, networks, optimizers, resume,
+loop. Summaries, test rollouts and checkpoints run on the intervals of the config (in steps).
+A step is one iteration; the checkpoint's `step` counts completed iterations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from avg_rt import checkpoint
+from avg_rt.config import ConfigError, TrainConfig, to_dict
+from avg_rt.data.clips import ClipSampler, clips_to_model, frames_to_model, test_clips
+from avg_rt.data.sources import Video
+from avg_rt.files import atomic_write_text
+from avg_rt.losses import adversarial_loss, generator_loss
+from avg_rt.metrics import frame_metrics
+from avg_rt.model import Discriminator, Generator, pyramid
+from avg_rt.rollout import rollout
+from avg_rt.runners import resolve_device
+from avg_rt.runners.pyt import TorchRunner
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def d_step(
+    G: Generator,
+    D: Discriminator,
+    opt_d: torch.optim.Optimizer,
+    hist: torch.Tensor,
+    target: torch.Tensor,
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """One discriminator update on a batch; G's predictions are detached."""
+    n = cfg.model.n_scales
+    with torch.no_grad():
+        fake = G.forward_scales(hist)
+    real = pyramid(target, n)
+    hist_pyr = pyramid(hist, n) if cfg.model.d_conditional else None
+    logits_real, logits_fake = D(real, hist_pyr), D(fake, hist_pyr)
+    loss = adversarial_loss(logits_real, real=True) + adversarial_loss(logits_fake, real=False)
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    correct = [(z > 0).float().mean() for z in logits_real] + [
+        (z < 0).float().mean() for z in logits_fake
+    ]
+    return {"loss/d": loss.item(), "d/accuracy": torch.stack(correct).mean().item()}
+
+
+def g_step(
+    G: Generator,
+    D: Discriminator | None,
+    opt_g: torch.optim.Optimizer,
+    hist: torch.Tensor,
+    target: torch.Tensor,
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """One generator update. D's parameters are frozen, but the adversarial term is
+    back-propagated *through* D into G (the TF project's generator never got this gradient)."""
+    n = cfg.model.n_scales
+    preds = G.forward_scales(hist)
+    targets = pyramid(target, n)
+    d_logits = None
+    if D is not None:
+        D.requires_grad_(False)
+        d_logits = D(preds, pyramid(hist, n) if cfg.model.d_conditional else None)
+    loss, terms = generator_loss(preds, targets, cfg, d_logits)
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    if D is not None:
+        D.requires_grad_(True)
+    m = frame_metrics(preds[-1].detach(), target)
+    return {
+        "loss/g": loss.item(),
+        **{f"loss/{k}": v.item() for k, v in terms.items()},
+        "train/psnr": m["psnr"].mean().item(),
+        "train/sharp_diff": m["sharp_diff"].mean().item(),
+    }
+
+
+def evaluate(
+    G: Generator, clips: Sequence[tuple[str, np.ndarray, np.ndarray]], device: torch.device
+) -> dict[str, float]:
+    """Recursive predictions on full test frames: mean PSNR and sharp difference at the first
+    and the last step, next to the copy-last-frame baseline."""
+    scores: dict[str, list[float]] = {}
+    with TorchRunner(G, device) as runner:
+        for _, hist, truth in clips:
+            h = frames_to_model(hist[None], device)  # (1, L, 3, H, W)
+            y = frames_to_model(truth[None], device)  # (1, S, 3, H, W)
+            preds = rollout(runner, h, steps=y.shape[1])
+            ours = frame_metrics(preds, y)
+            base = frame_metrics(h[:, -1:].expand_as(y), y)
+            for name in ("psnr", "sharp_diff"):
+                for tag, m in (("", ours), ("baseline_", base)):
+                    scores.setdefault(f"test/{tag}{name}_step1", []).append(m[name][0, 0].item())
+                    scores.setdefault(f"test/{tag}{name}_last", []).append(m[name][0, -1].item())
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def train(
+    cfg: TrainConfig,
+    videos: Sequence[Video],
+    run_dir: str | Path,
+    test_videos: Sequence[Video] = (),
+    resume: bool = False,
+    progress: bool = True,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Train on clips sampled from `videos`; returns the path of the final checkpoint.
+
+    `run_dir` must be new unless `resume` is set, in which case training continues from its
+    checkpoint at the saved step (same weights, optimizer state and random streams). Ctrl-C
+    saves a checkpoint before stopping. `on_log(step, values)` sees every logged scalar.
+    """
+    # --- init ---------------------------------------------------------------------------
+    cfg.validate()
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if resume and not ckpt_path.is_file():
+        raise ConfigError(f"--resume: {ckpt_path} does not exist")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # --- data ---------------------------------------------------------------------------
+    L = cfg.model.history_len
+    sampler = ClipSampler(
+        videos,
+        L + 1,
+        cfg.model.patch_size,
+        rng,
+        cfg.movement_threshold,
+        cfg.movement_tries,
+        cfg.unfiltered_prob,
+    )
+    eval_clips = test_clips(test_videos, L, cfg.test_recursions, cfg.test_clips)
+
+    # --- networks and optimizers --------------------------------------------------------
+    G = Generator(cfg.model).to(device)
+    D = Discriminator(cfg.model).to(device) if cfg.adversarial else None
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g)
+    opt_d = torch.optim.SGD(D.parameters(), lr=cfg.lr_d) if D is not None else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    autocast = (
+        torch.autocast("cuda", dtype=amp_dtype)
+        if amp_dtype and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+
+    # --- resume -------------------------------------------------------------------------
+    step = 0
+    if resume:
+        state = checkpoint.load(ckpt_path, device)
+        G.load_state_dict(state["generator"])
+        opt_g.load_state_dict(state["opt_g"])
+        if D is not None and opt_d is not None:
+            if "discriminator" not in state:
+                raise ConfigError(
+                    f"--resume: {ckpt_path} holds no discriminator (trained with --no-adversarial)"
+                )
+            D.load_state_dict(state["discriminator"])
+            opt_d.load_state_dict(state["opt_d"])
+        rng.bit_generator.state = json.loads(state["rng"])["numpy"]
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+
+    def save() -> None:
+        state = {
+            "generator": G.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "rng": json.dumps({"numpy": rng.bit_generator.state}),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if D is not None and opt_d is not None:
+            state |= {"discriminator": D.state_dict(), "opt_d": opt_d.state_dict()}
+        checkpoint.save(ckpt_path, cfg, step, state)
+
+    # --- loop ---------------------------------------------------------------------------
+    from avg_rt.train.summaries import Summaries
+
+    summaries = Summaries(run_dir)
+    bar = _progress(progress, cfg.steps, step)
+    t0, s0 = time.perf_counter(), step
+    try:
+        while step < cfg.steps:
+            logs: dict[str, float] = {}
+            if D is not None and opt_d is not None:
+                hist, target = clips_to_model(sampler.sample(cfg.batch), device)
+                with autocast:
+                    logs |= d_step(G, D, opt_d, hist, target, cfg)
+            hist, target = clips_to_model(sampler.sample(cfg.batch), device)
+            with autocast:
+                logs |= g_step(G, D, opt_g, hist, target, cfg)
+            step += 1
+
+            if step % cfg.summary_interval == 0 or step == cfg.steps:
+                logs["speed/steps_per_s"] = (step - s0) / (time.perf_counter() - t0)
+                summaries.scalars(step, logs)
+                if on_log:
+                    on_log(step, logs)
+            if step % cfg.image_interval == 0:
+                with torch.no_grad():
+                    pred = G(hist[:1])
+                frames = torch.cat([hist[:1].view(L, 3, *hist.shape[-2:]), pred, target[:1]])
+                summaries.images(step, "train/history_prediction_target", frames)
+            if eval_clips and (step % cfg.test_interval == 0 or step == cfg.steps):
+                scores = evaluate(G, eval_clips, device)
+                summaries.scalars(step, scores)
+                if on_log:
+                    on_log(step, scores)
+            if step % cfg.save_interval == 0:
+                save()
+            if bar is not None and (step % cfg.log_interval == 0 or step == cfg.steps):
+                bar.update(
+                    bar.task_ids[0],
+                    completed=step,
+                    info=f"loss_g {logs['loss/g']:.4g}  psnr {logs['train/psnr']:.2f}",
+                )
+    except KeyboardInterrupt:
+        save()
+        raise
+    finally:
+        summaries.close()
+        if bar is not None:
+            bar.stop()
+    save()
+    return ckpt_path
+
+
+def _progress(enabled: bool, total: int, start: int) -> Progress | None:
+    """A started rich progress bar with steps/s and the latest loss, or None."""
+    if not enabled:
+        return None
+    bar = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(show_speed=True),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    bar.add_task("train", total=total, completed=start, info="")
+    bar.start()
+    return bar
