@@ -43,6 +43,9 @@ class ModelConfig:
     )
     # Authors' Torch form: the upsampled coarser prediction is added before the tanh.
     residual: bool = False
+    # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
+    # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
+    init: str = "tf"
     # Discriminator: valid convolutions, one 2x2 max pool, fully connected head per scale.
     d_maps: tuple[tuple[int, ...], ...] = (
         (64,),
@@ -76,6 +79,8 @@ class ModelConfig:
         """Raise ConfigError naming the first inconsistent field."""
         if self.history_len < 1:
             raise ConfigError(f"history_len must be >= 1, got {self.history_len}")
+        if self.init not in ("tf", "torch"):
+            raise ConfigError(f"init must be tf or torch, got {self.init!r}")
         if len(self.g_kernels) != self.n_scales:
             raise ConfigError("g_kernels needs one entry per generator scale (len(g_maps))")
         for k, (maps, kernels) in enumerate(zip(self.g_maps, self.g_kernels)):
@@ -153,8 +158,13 @@ class TrainConfig:
             raise ConfigError("test_recursions and test_clips must be >= 0")
 
 
-# Fewer feature maps, same structure: trains on 2 CPU cores in minutes.
+# Fewer feature maps, same structure: trains on 2 CPU cores in minutes. With so few maps the
+# residual form and PyTorch's init matter: after 1500 G-only steps on Ms. Pac-Man they reach
+# 28.5 dB on held-out frames where the plain form with the TF init reaches 27.5 dB and
+# copying the last frame 28.3 dB (README, "The small preset").
 _SMALL = ModelConfig(
+    residual=True,
+    init="torch",
     g_maps=((16, 32, 16), (16, 32, 16), (16, 32, 32, 32, 16), (16, 32, 32, 32, 16)),
     d_maps=((16,), (16, 32, 32), (16, 32, 32), (16, 32, 32, 16)),
     d_fc=((64, 32), (64, 32), (64, 32), (64, 32)),

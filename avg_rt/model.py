@@ -32,8 +32,11 @@ def pyramid(x: torch.Tensor, n_scales: int) -> list[torch.Tensor]:
     return [resize(x, size) for size in sizes[:-1]] + [x]
 
 
-def _init(module: nn.Module, std: float, bias: float) -> None:
-    # TF project: weights truncated normal (stddev 0.01), biases 0.1.
+def _init(module: nn.Module, cfg: ModelConfig, std: float = 0.01, bias: float = 0.1) -> None:
+    """The TF project's init (weights truncated normal, stddev 0.01; biases 0.1) when
+    cfg.init == "tf"; PyTorch's default init otherwise."""
+    if cfg.init != "tf":
+        return
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
@@ -71,7 +74,7 @@ class Generator(nn.Module):
             ScaleGenerator(cfg.in_channels + (3 if k else 0), maps, kernels)
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
-        _init(self, std=0.01, bias=0.1)
+        _init(self, cfg)
 
     def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
         """Predictions of every scale, coarsest first; each (B, 3, H // 2^k, W // 2^k)."""
@@ -142,7 +145,7 @@ class Discriminator(nn.Module):
             ScaleDiscriminator(in_channels, cfg.patch_size // 2 ** (n - 1 - k), *spec)
             for k, spec in enumerate(zip(cfg.d_maps, cfg.d_kernels, cfg.d_fc))
         )
-        _init(self, std=0.01, bias=0.1)
+        _init(self, cfg)
 
     def forward(
         self, frames: list[torch.Tensor], history: list[torch.Tensor] | None = None

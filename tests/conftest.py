@@ -76,3 +76,31 @@ def atari_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("atari") / "mspacman"
     return record(AtariConfig(episodes=2, test_episodes=1, max_frames=40, seed=1), out)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of the small preset (untrained, fixed seed)."""
+    from avg_rt import checkpoint
+    from avg_rt.model import Generator
+
+    torch.manual_seed(1)
+    cfg = PRESETS["small"]
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    checkpoint.save(path, cfg, 0, {"generator": Generator(cfg.model).state_dict()})
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_files(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The small checkpoint exported (unverified) to FP32 and FP16 ONNX: {precision: path}."""
+    from avg_rt.export.to_onnx import save_onnx, to_onnx
+
+    from avg_rt.checkpoint import load_generator
+
+    gen, _ = load_generator(small_checkpoint)
+    out = tmp_path_factory.mktemp("onnx")
+    return {
+        "fp32": save_onnx(to_onnx(gen), out / "generator.onnx"),
+        "fp16": save_onnx(to_onnx(gen, fp16=True), out / "generator.fp16.onnx"),
+    }

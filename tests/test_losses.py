@@ -2,12 +2,12 @@ import dataclasses
 
 import pytest
 import torch
+from avg_rt.train.loop import d_step, g_step
 from conftest import SMALL
 
 from avg_rt.config import TrainConfig
 from avg_rt.losses import adversarial_loss, gdl_loss, generator_loss, lp_loss
 from avg_rt.model import Discriminator, Generator, pyramid
-from avg_rt.train.loop import d_step, g_step
 
 
 def test_lp_known_value():

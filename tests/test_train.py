@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from avg_rt.train.loop import train
 from conftest import SMALL
 
 from avg_rt import checkpoint
 from avg_rt.config import PRESETS, ConfigError
 from avg_rt.data.sources import load_videos, open_source
-from avg_rt.train.loop import train
 
 TINY = dataclasses.replace(
     PRESETS["small"],

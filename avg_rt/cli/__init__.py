@@ -15,6 +15,7 @@ from avg_rt import __version__
 from avg_rt.checkpoint import CheckpointError
 from avg_rt.config import ConfigError
 from avg_rt.data.errors import DataError
+from avg_rt.export.shapes import ExportError
 from avg_rt.files import OutputExistsError
 from avg_rt.runners import RunnerError
 
@@ -24,6 +25,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     CheckpointError,
     RunnerError,
     OutputExistsError,
+    ExportError,
 )
 
 
@@ -65,10 +67,11 @@ def _root(
 
 def _register() -> None:
     # Each command module stays small and imports its heavy dependencies inside the command.
-    from avg_rt.cli import data, train
+    from avg_rt.cli import data, export, train
 
     app.add_typer(data.app, name="data")
     app.command(name="train")(train.train)
+    app.command(name="export")(export.export)
 
 
 _register()

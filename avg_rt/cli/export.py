@@ -1,0 +1,65 @@
+"""`avg-rt export`: options -> ExportOptions -> `avg_rt.export.pipeline.export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avg_rt.cli.options import OverwriteOpt
+from avg_rt.export.shapes import Range, ShapeRanges
+
+Opt = typer.Option
+
+
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (checkpoint.pt).")],
+    out: Annotated[Path, Opt("--out", "-o", help="Output folder (new, or --overwrite).")],
+    fp16: Annotated[
+        bool, Opt(help="Also write generator.fp16.onnx (FP16 graph, FP32 I/O).")
+    ] = False,
+    engine: Annotated[
+        bool | None,
+        Opt(
+            "--engine/--no-engine",
+            help="Build TensorRT engines [default: when tensorrt and a GPU are present].",
+        ),
+    ] = None,
+    batch: Annotated[str, Opt(help="Batch range MIN:OPT:MAX (or N).")] = str(ShapeRanges().batch),
+    height: Annotated[str, Opt(help="Height range MIN:OPT:MAX.")] = str(ShapeRanges().height),
+    width: Annotated[str, Opt(help="Width range MIN:OPT:MAX.")] = str(ShapeRanges().width),
+    opset: Annotated[int, Opt(help="ONNX opset.")] = 18,
+    triton: Annotated[bool, Opt(help="Also write a Triton model_repository/.")] = False,
+    verify_steps: Annotated[int, Opt(help="Steps of the verification rollout.")] = 64,
+    workspace_gib: Annotated[float, Opt(help="TensorRT builder workspace (GiB).")] = 4.0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Export the generator to ONNX (and TensorRT), verified against PyTorch before writing.
+
+    Example: avg-rt export runs/small/checkpoint.pt --out exported --fp16 --triton
+    """
+    from avg_rt.export.pipeline import ExportOptions
+    from avg_rt.export.pipeline import export as run
+
+    ranges = ShapeRanges(
+        Range.parse(batch, "--batch"),
+        Range.parse(height, "--height"),
+        Range.parse(width, "--width"),
+    )
+    result = run(
+        ExportOptions(
+            checkpoint=checkpoint,
+            out=out,
+            fp16=fp16,
+            engine=engine,
+            ranges=ranges,
+            opset=opset,
+            triton=triton,
+            overwrite=overwrite,
+            verify_steps=verify_steps,
+            workspace_gib=workspace_gib,
+        )
+    )
+    for path in result.artefacts:
+        typer.echo(f"wrote {path}")

@@ -1,0 +1,103 @@
+"""Native TensorRT runner: a plan built by `avg-rt export --engine`, on the current CUDA stream.
+
+Inputs and outputs are torch CUDA tensors whose device pointers are handed to the execution
+context (`set_tensor_address`), and `execute_async_v3` runs on torch's current stream, so a
+rollout stays on the GPU and orders correctly with torch's own kernels. `tensorrt` is imported
+only in `__enter__`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+
+from avg_rt.runners import RunnerError
+
+REBUILD = "rebuild it here with: avg-rt export CHECKPOINT --engine --out DIR"
+
+
+class TensorRTRunner:
+    """Runs an avg-rt TensorRT plan; the metadata JSON beside it must match this machine."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cuda"):
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.name = "tensorrt"
+        self.history_len = 0
+        self.meta: dict[str, Any] = {}
+        self._context: Any = None
+        self._out: torch.Tensor | None = None
+
+    def __enter__(self) -> Self:
+        if self.device.type != "cuda":
+            raise RunnerError(self.path, "TensorRT runs on CUDA only (use --device cuda)")
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise RunnerError("tensorrt", "not installed: pip install 'avg-rt[gpu]'") from None
+        meta_path = self.path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise RunnerError(self.path, f"no metadata {meta_path.name} beside the plan; {REBUILD}")
+        self.meta = json.loads(meta_path.read_text())
+        self._check_machine(trt.__version__)
+        torch.cuda.set_device(self.device)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise RunnerError(self.path, f"TensorRT could not load the engine; {REBUILD}")
+        self._context = self._engine.create_execution_context()
+        self.history_len = int(self.meta["history_len"])
+        self.name = f"tensorrt-{self.meta['precision']}"
+        self._input, self._output = self.meta["input"]["name"], self.meta["output"]["name"]
+        return self
+
+    def _check_machine(self, trt_version: str) -> None:
+        from avg_rt.export.to_trt import gpu_identity
+
+        here = {"tensorrt_version": trt_version, **gpu_identity()}
+        built = {k: self.meta.get(k) for k in here}
+        if built["tensorrt_version"] != here["tensorrt_version"] or (
+            built["compute_capability"] != here["compute_capability"]
+        ):
+            raise RunnerError(
+                self.path,
+                f"engine built with TensorRT {built['tensorrt_version']} "
+                f"for {built['gpu']} (sm {built['compute_capability']}), "
+                f"this machine has TensorRT {here['tensorrt_version']} "
+                f"on {here['gpu']} (sm {here['compute_capability']}); "
+                f"{REBUILD}",
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        self._context = self._engine = None
+        self._out = None
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Raise RunnerError if `shape` (B, C, H, W) is outside the engine's profile."""
+        b, _, h, w = shape
+        for name, v in (("batch", b), ("height", h), ("width", w)):
+            lo, _, hi = self.meta["profile"][name]
+            if not lo <= v <= hi:
+                raise RunnerError(
+                    self.path,
+                    f"{name} {v} is outside the engine's profile "
+                    f"{lo}..{hi}; export again with a wider --{name}",
+                )
+
+    def predict(self, history: torch.Tensor) -> torch.Tensor:
+        """See `avg_rt.runners.Runner.predict`."""
+        assert self._context is not None, "use the runner inside a `with` block"
+        shape = tuple(history.shape)
+        if self._out is None or self._out.shape[0] != shape[0] or self._out.shape[2:] != shape[2:]:
+            self.check_shape(shape)
+            self._out = torch.empty(shape[0], 3, *shape[2:], device=self.device)
+            self._context.set_input_shape(self._input, shape)
+        self._context.set_tensor_address(self._input, history.data_ptr())
+        self._context.set_tensor_address(self._output, self._out.data_ptr())
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+        if not self._context.execute_async_v3(stream):
+            raise RunnerError(self.path, "TensorRT execution failed")
+        return self._out

@@ -1,0 +1,58 @@
+"""A Triton Inference Server model repository for the exported artefacts.
+
+Layout: `<repo>/<model>/config.pbtxt` and `<repo>/<model>/1/model.onnx` (onnxruntime backend)
+or `1/model.plan` (tensorrt backend). Batching is Triton's (`max_batch_size` from the declared
+batch range), so the dims leave the batch out: input [3 * history_len, -1, -1], output
+[3, -1, -1]. A rollout is a client loop over this one-step model (see the README).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from avg_rt.export.shapes import ShapeRanges
+from avg_rt.export.to_onnx import INPUT_NAME, OUTPUT_NAME
+
+PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".plan": ("tensorrt_plan", "model.plan")}
+
+
+def model_config(name: str, platform: str, channels: int, ranges: ShapeRanges) -> str:
+    """config.pbtxt text for one model."""
+    return f"""name: "{name}"
+platform: "{platform}"
+max_batch_size: {ranges.batch.max}
+input [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ {channels}, -1, -1 ]
+  }}
+]
+output [
+  {{
+    name: "{OUTPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ 3, -1, -1 ]
+  }}
+]
+dynamic_batching {{ }}
+instance_group [ {{ kind: KIND_GPU, count: 1 }} ]
+"""
+
+
+def write_repository(
+    repo: Path, artefacts: list[Path], channels: int, ranges: ShapeRanges
+) -> list[str]:
+    """Copy each artefact (`generator[.fp16].onnx|.plan`) into `repo` as its own model, named
+    `avg_rt_<precision>_<backend>`; returns the model names."""
+    names = []
+    for path in artefacts:
+        platform, filename = PLATFORMS[path.suffix]
+        precision = "fp16" if ".fp16." in path.name else "fp32"
+        name = f"avg_rt_{precision}_{'onnx' if path.suffix == '.onnx' else 'trt'}"
+        (repo / name / "1").mkdir(parents=True)
+        shutil.copyfile(path, repo / name / "1" / filename)
+        (repo / name / "config.pbtxt").write_text(model_config(name, platform, channels, ranges))
+        names.append(name)
+    return names

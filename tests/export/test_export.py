@@ -1,0 +1,156 @@
+import json
+import re
+
+import onnx
+import pytest
+from avg_rt.export import verify
+from avg_rt.export.shapes import ExportError, Range
+from avg_rt.export.to_onnx import check_onnx, conv_weight_dtypes
+from conftest import HAS_TENSORRT
+from typer.testing import CliRunner
+
+from avg_rt import checkpoint
+from avg_rt.cli import app
+from avg_rt.config import PRESETS
+
+cli = CliRunner()
+# Narrow ranges keep the CPU verification short while covering min, max and odd sizes.
+RANGES = ["--batch", "1:1:3", "--height", "32:210:210", "--width", "32:160:160"]
+
+
+def _export(ckpt, out, *extra):
+    return cli.invoke(app, ["export", str(ckpt), "--out", str(out), *RANGES, *extra])
+
+
+@pytest.fixture(scope="module")
+def exported(small_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "exported"
+    result = _export(small_checkpoint, out, "--fp16", "--triton", "--no-engine")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_export_writes_verified_onnx_and_report(exported):
+    assert (exported / "generator.onnx").is_file()
+    assert (exported / "generator.fp16.onnx").is_file()
+    reports = json.loads((exported / "verification.json").read_text())
+    assert [r["artefact"] for r in reports] == ["generator.onnx", "generator.fp16.onnx"]
+    for r in reports:
+        assert r["passed"]
+        steps = [c for c in r["checks"] if c["kind"] == "step"]
+        shapes = {tuple(c["shape"]) for c in steps}
+        assert {(1, 12, 32, 32), (3, 12, 210, 160), (1, 12, 210, 160), (1, 12, 97, 131)} <= shapes
+        (roll,) = [c for c in r["checks"] if c["kind"] == "rollout"]
+        assert len(roll["per_step"]) == 64 and roll["shape"] == [1, 12, 210, 160]
+    fp32 = reports[0]["checks"]
+    assert max(c["max_abs"] for c in fp32 if c["kind"] == "step") < 1e-4
+    assert min(c["psnr"] for c in reports[1]["checks"] if c["kind"] == "step") > 40
+
+
+def test_fp16_graph_really_holds_fp16_convolutions(exported):
+    fp16 = onnx.load(exported / "generator.fp16.onnx")
+    fp32 = onnx.load(exported / "generator.onnx")
+    assert set(conv_weight_dtypes(fp16)) == {onnx.TensorProto.FLOAT16}
+    assert set(conv_weight_dtypes(fp32)) == {onnx.TensorProto.FLOAT}
+    assert len(conv_weight_dtypes(fp16)) == 20  # 4 + 4 + 6 + 6 convolutions
+    for value in (*fp16.graph.input, *fp16.graph.output):  # FP32 I/O
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # A graph that claims FP16 but holds FP32 weights is refused.
+    with pytest.raises(ExportError, match="FLOAT16"):
+        check_onnx(fp32, fp16=True)
+
+
+def test_onnx_shapes_are_symbolic_and_metadata_complete(exported):
+    model = onnx.load(exported / "generator.onnx")
+    inferred = onnx.shape_inference.infer_shapes(model)
+    (out,) = inferred.graph.output
+    dims = out.type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1] == 3
+    assert all(d.dim_param for d in (dims[0], dims[2], dims[3]))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["history_len"] == "4" and meta["precision"] == "fp32"
+    assert json.loads(meta["model_config"])["g_maps"][0] == list(PRESETS["small"].model.g_maps[0])
+    assert len(meta["checkpoint_sha256"]) == 64
+
+
+def _pbtxt(path):
+    text = path.read_text()
+    dims = [[int(d) for d in m.split(",")] for m in re.findall(r"dims: \[([^\]]*)\]", text)]
+    names = re.findall(r'name: "([^"]+)"', text)
+    return text, names, dims
+
+
+def test_triton_repository_matches_onnx(exported):
+    repo = exported / "model_repository"
+    assert sorted(p.name for p in repo.iterdir()) == ["avg_rt_fp16_onnx", "avg_rt_fp32_onnx"]
+    for precision, name in (("fp32", "generator.onnx"), ("fp16", "generator.fp16.onnx")):
+        model_dir = repo / f"avg_rt_{precision}_onnx"
+        assert (model_dir / "1" / "model.onnx").read_bytes() == (exported / name).read_bytes()
+        text, names, dims = _pbtxt(model_dir / "config.pbtxt")
+        model = onnx.load(exported / name)
+        assert names == [model_dir.name, model.graph.input[0].name, model.graph.output[0].name]
+        assert 'platform: "onnxruntime_onnx"' in text
+        assert "max_batch_size: 3" in text  # the declared batch maximum
+        for value, d in zip((model.graph.input[0], model.graph.output[0]), dims):
+            onnx_dims = value.type.tensor_type.shape.dim
+            # Triton leaves out the batch dimension; -1 where ONNX is symbolic.
+            assert d == [x.dim_value if x.HasField("dim_value") else -1 for x in onnx_dims[1:]]
+
+
+def test_failed_verification_never_takes_the_final_name(small_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(verify.TOLERANCES, ("fp32", "step"), verify.Tolerance(max_abs=-1.0))
+    out = tmp_path / "exp"
+    result = _export(small_checkpoint, out, "--verify-steps", "2", "--no-engine")
+    assert result.exit_code == 1
+    assert "verification failed for generator.onnx" in result.output
+    assert not (out / "generator.onnx").exists()
+    assert (out / "generator.onnx.failed").is_file()
+    assert json.loads((out / "verification.json").read_text())[0]["passed"] is False
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch", "4:2:8"], "--batch: needs MIN <= OPT <= MAX"),
+        (["--height", "4:32:64"], "--height: 4 is too small"),
+        (["--width", "abc"], "--width: expected MIN:OPT:MAX"),
+    ],
+)
+def test_bad_ranges(small_checkpoint, tmp_path, args, message):
+    result = cli.invoke(app, ["export", str(small_checkpoint), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 1 and message in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_checkpoint_and_existing_output(tmp_path, small_checkpoint):
+    bad = tmp_path / "bad.pt"
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, bad)
+    result = cli.invoke(app, ["export", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "not an avg-rt checkpoint" in result.output
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("mine")
+    result = cli.invoke(app, ["export", str(small_checkpoint), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="checks the message shown where TensorRT is missing")
+def test_engine_without_tensorrt_names_the_extra(small_checkpoint, tmp_path):
+    result = _export(small_checkpoint, tmp_path / "o", "--engine")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --engine: TensorRT is not installed: pip install 'avg-rt[gpu]' "
+        "(TensorRT needs an NVIDIA GPU)"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_range_parse():
+    assert Range.parse("210", "--height") == Range(210, 210, 210)
+    assert str(Range.parse("1:2:3", "--batch")) == "1:2:3"
+
+
+def test_checkpoint_fixture_is_small_preset(small_checkpoint):
+    assert checkpoint.load(small_checkpoint)["config"].model == PRESETS["small"].model

@@ -1,0 +1,127 @@
+"""Every runner against the PyTorch generator: same sizes, batches and a short rollout."""
+
+import importlib.util
+
+import pytest
+import torch
+from avg_rt.export.verify import random_history
+from conftest import HAS_CUDA, needs_cuda, needs_tensorrt
+
+from avg_rt.checkpoint import load_generator
+from avg_rt.metrics import psnr, to_unit
+from avg_rt.rollout import rollout
+from avg_rt.runners import Runner, RunnerError, open_runner
+from avg_rt.runners.onnxrt import OnnxRuntimeRunner
+from avg_rt.runners.pyt import TorchRunner
+
+
+def _ort_cuda() -> bool:
+    if not HAS_CUDA or importlib.util.find_spec("onnxruntime") is None:
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="needs onnxruntime-gpu and a GPU")
+
+
+@pytest.fixture(scope="module")
+def engines(onnx_files, tmp_path_factory):
+    from avg_rt.export.shapes import Range, ShapeRanges
+    from avg_rt.export.to_trt import build_engine
+
+    out = tmp_path_factory.mktemp("trt")
+    ranges = ShapeRanges(Range(1, 1, 3), Range(32, 210, 210), Range(32, 160, 160))
+    plans = {}
+    for precision, path in onnx_files.items():
+        plan = out / path.with_suffix(".plan").name
+        build_engine(path, plan, ranges, 12, 4, precision, out / "timing.cache")
+        plans[precision] = plan
+    return plans
+
+
+RUNNERS = [
+    pytest.param(("torch", "cpu", "fp32"), id="torch-cpu"),
+    pytest.param(("onnxruntime", "cpu", "fp32"), id="onnxrt-cpu"),
+    pytest.param(("onnxruntime", "cpu", "fp16"), id="onnxrt-cpu-fp16"),
+    pytest.param(("torch", "cuda", "fp32"), id="torch-cuda", marks=needs_cuda),
+    pytest.param(("onnxruntime", "cuda", "fp32"), id="onnxrt-cuda", marks=needs_ort_cuda),
+    pytest.param(("onnxruntime", "cuda", "fp16"), id="onnxrt-cuda-fp16", marks=needs_ort_cuda),
+    pytest.param(("tensorrt", "cuda", "fp32"), id="tensorrt", marks=needs_tensorrt),
+    pytest.param(("tensorrt", "cuda", "fp16"), id="tensorrt-fp16", marks=needs_tensorrt),
+]
+
+
+@pytest.fixture
+def make_runner(request, small_checkpoint, onnx_files):
+    def make(spec) -> Runner:
+        backend, device, precision = spec
+        if backend == "torch":
+            return open_runner(small_checkpoint, "torch", device)
+        if backend == "onnxruntime":
+            return open_runner(onnx_files[precision], "onnxruntime", device)
+        return open_runner(request.getfixturevalue("engines")[precision], "tensorrt", device)
+
+    return make
+
+
+def _close(out: torch.Tensor, ref: torch.Tensor, precision: str) -> None:
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    if precision == "fp32":
+        assert (out.cpu() - ref.cpu()).abs().max().item() < 1e-4
+    else:
+        assert psnr(to_unit(out.cpu()), to_unit(ref.cpu())).min().item() > 40
+
+
+@pytest.mark.parametrize("spec", RUNNERS)
+@pytest.mark.parametrize("size", [(32, 32), (97, 131), (210, 160)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_runner_matches_torch(make_runner, small_checkpoint, spec, size, batch):
+    gen, _ = load_generator(small_checkpoint)
+    x = random_history((batch, 12, *size), seed=batch)
+    with torch.inference_mode():
+        ref = gen(x)
+    with make_runner(spec) as runner:
+        assert runner.history_len == 4 and runner.device.type == spec[1]
+        out = runner.predict(x.to(runner.device).contiguous())
+        assert out.device.type == spec[1]
+        _close(out, ref, spec[2])
+
+
+@pytest.mark.parametrize("spec", RUNNERS)
+def test_rollout_agrees_with_torch(make_runner, small_checkpoint, spec):
+    hist = random_history((2, 5, 3, 48, 40), seed=7)
+    with TorchRunner(small_checkpoint) as ref_runner:
+        ref = rollout(ref_runner, hist, steps=4)
+    with make_runner(spec) as runner:
+        out = rollout(runner, hist, steps=4)
+    assert out.shape == (2, 4, 3, 48, 40)
+    _close(out, ref, spec[2])
+
+
+def test_open_runner_errors(tmp_path, onnx_files):
+    with pytest.raises(RunnerError, match="no such model file"):
+        open_runner(tmp_path / "missing.onnx")
+    (tmp_path / "m.bin").write_bytes(b"x")
+    with pytest.raises(RunnerError, match="unknown model type '.bin'"):
+        open_runner(tmp_path / "m.bin")
+    if not HAS_CUDA:
+        with pytest.raises(RunnerError, match="no CUDA GPU"):
+            open_runner(onnx_files["fp32"], device="cuda")
+    not_avg = tmp_path / "other.onnx"
+    import onnx
+
+    model = onnx.load(onnx_files["fp32"])
+    del model.metadata_props[:]
+    onnx.save(model, not_avg)
+    with pytest.raises(RunnerError, match="not an avg-rt ONNX export"), OnnxRuntimeRunner(not_avg):
+        pass
+
+
+def test_tensorrt_without_gpu_is_one_clear_error(tmp_path):
+    plan = tmp_path / "generator.plan"
+    plan.write_bytes(b"x")
+    with pytest.raises(RunnerError, match="CUDA only|not installed"):
+        with open_runner(plan, "tensorrt", "cpu"):
+            pass
