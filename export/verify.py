@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from avg_rt.metrics import psnr, to_unit
-from avg_rt.rollout import rollout
+from avg_rt.predict import rollout
 from avg_rt.runners import Runner
 
 
@@ -34,16 +34,19 @@ class Tolerance:
         )
 
     def __str__(self) -> str:
-        parts = [f"max|d| <= {self.max_abs:g}"] if self.max_abs is not None else []
-        parts += [f"PSNR >= {self.min_psnr:g} dB"] if self.min_psnr is not None else []
+        parts = [f"|d|<={self.max_abs:g}"] if self.max_abs is not None else []
+        parts += [f">={self.min_psnr:g}dB"] if self.min_psnr is not None else []
         return ", ".join(parts)
 
 
-# Single steps and every step of a rollout. A rollout feeds differences back, so FP32 gets a
-# looser bound there; FP16 rollouts drift visibly only after many steps, hence 30 dB.
+# "step": single steps, and every step of a teacher-forced rollout (each step fed PyTorch's own
+# window), which catches any backend error at any step. "rollout": the free-running rollout,
+# where each backend feeds back its own output: rounding differences between kernels (1e-6)
+# compound through the model's recursion (x10 every ~8 steps for the trained small preset, 0.1
+# max-abs after 64 steps at 74 dB PSNR), so it is judged by the worst step's PSNR.
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("fp32", "step"): Tolerance(max_abs=1e-4),
-    ("fp32", "rollout"): Tolerance(max_abs=1e-3),
+    ("fp32", "rollout"): Tolerance(min_psnr=60.0),
     ("fp16", "step"): Tolerance(min_psnr=40.0),
     ("fp16", "rollout"): Tolerance(min_psnr=30.0),
 }
@@ -53,7 +56,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 class Check:
     """One comparison: a single step at `shape`, or a rollout (worst step reported)."""
 
-    kind: str  # "step" or "rollout"
+    kind: str  # "step", "forced" (teacher-forced rollout) or "rollout" (free-running)
     shape: tuple[int, ...]
     max_abs: float
     psnr: float  # dB, frames mapped to [0, 1]; the worst step for a rollout
@@ -110,7 +113,7 @@ def verify(
     seed: int = 0,
 ) -> Report:
     """Compare entered runners on single steps at `shapes` ((B, C, H, W) each) and on a
-    `steps`-step rollout from a random history of `rollout_shape`."""
+    `steps`-step rollout from a random history of `rollout_shape`, teacher-forced and free."""
     checks = []
     step_tol = TOLERANCES[(precision, "step")]
     for i, shape in enumerate(shapes):
@@ -125,24 +128,32 @@ def verify(
     hist = random_history((b, c // 3, 3, h, w), seed + len(shapes))
     ref_roll = rollout(reference, hist.to(reference.device), steps).cpu()
     out_roll = rollout(candidate, hist.to(candidate.device), steps).cpu()
-    per_step = []
+    trajectory = torch.cat([hist, ref_roll.clamp(-1, 1)], dim=1)  # PyTorch's own windows
+    n = c // 3
+    forced, free = [], []
     for t in range(steps):
+        window = trajectory[:, t + hist.shape[1] - n : t + hist.shape[1]].reshape(b, c, h, w)
+        max_abs, db = _diff(candidate.predict(window.to(candidate.device)), ref_roll[:, t])
+        forced.append({"step": t + 1, "max_abs": max_abs, "psnr": db})
         max_abs, db = _diff(out_roll[:, t], ref_roll[:, t])
-        per_step.append({"step": t + 1, "max_abs": max_abs, "psnr": db})
-    roll_tol = TOLERANCES[(precision, "rollout")]
-    worst_abs = max(s["max_abs"] for s in per_step)
-    worst_db = min(s["psnr"] for s in per_step)
-    checks.append(
-        Check(
-            "rollout",
-            tuple(rollout_shape),
-            worst_abs,
-            worst_db,
-            str(roll_tol),
-            roll_tol.passes(worst_abs, worst_db),
-            per_step,
+        free.append({"step": t + 1, "max_abs": max_abs, "psnr": db})
+    for kind, per_step, tol in (
+        ("forced", forced, step_tol),
+        ("rollout", free, TOLERANCES[(precision, "rollout")]),
+    ):
+        worst_abs = max(s["max_abs"] for s in per_step)
+        worst_db = min(s["psnr"] for s in per_step)
+        checks.append(
+            Check(
+                kind,
+                tuple(rollout_shape),
+                worst_abs,
+                worst_db,
+                str(tol),
+                tol.passes(worst_abs, worst_db),
+                per_step,
+            )
         )
-    )
     return Report(artefact, candidate.name, precision, checks)
 
 
@@ -151,17 +162,22 @@ def print_reports(reports: Sequence[Report]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="verification against PyTorch (FP32)")
-    for col in ("artefact", "check", "shape (B,C,H,W)", "max |diff|", "PSNR dB", "tolerance", ""):
+    table = Table(
+        title="verification against PyTorch FP32 (forced: teacher-forced rollout; "
+        "rollout: free-running; worst step of each)"
+    )
+    for col in ("artefact", "check", "BxHxW", "max|diff|", "PSNR dB", "limit", ""):
         table.add_column(col)
     for r in reports:
         for c in r.checks:
-            kind = c.kind if c.kind == "step" else f"rollout x{len(c.per_step)} (worst step)"
+            kind = c.kind if c.kind == "step" else f"{c.kind} x{len(c.per_step)}"
+            b, _, h, w = c.shape
+            name = r.artefact.removeprefix("generator.").removesuffix(".failed")
             table.add_row(
-                r.artefact,
+                name,
                 kind,
-                "x".join(map(str, c.shape)),
-                f"{c.max_abs:.2e}",
+                f"{b}x{h}x{w}",
+                f"{c.max_abs:.1e}",
                 f"{c.psnr:.1f}",
                 c.tolerance,
                 "ok" if c.passed else "[red]FAIL[/red]",

@@ -32,7 +32,7 @@ from avg_rt.files import atomic_write_text
 from avg_rt.losses import adversarial_loss, generator_loss
 from avg_rt.metrics import frame_metrics
 from avg_rt.model import Discriminator, Generator, pyramid
-from avg_rt.rollout import rollout
+from avg_rt.predict import rollout
 from avg_rt.runners import resolve_device
 from avg_rt.runners.pyt import TorchRunner
 

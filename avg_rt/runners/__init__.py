@@ -30,6 +30,9 @@ class Runner(Protocol):
     on `device`, oldest frame first (RGB within a frame). Returns (B, 3, H, W) float32 in
     [-1, 1] on `device`. The output may alias a buffer the runner reuses on its next call:
     copy it before calling `predict` again if you keep it.
+
+    Runners may also set `graph_safe = True` when `predict` can be captured in a CUDA graph
+    (no host synchronisation, stable buffers); `avg_rt.predict.rollout` then replays it.
     """
 
     name: str  # e.g. "torch-cpu", "onnxrt-cpu-fp16", "tensorrt-fp16"

@@ -27,6 +27,7 @@ class TorchRunner:
         self.device = torch.device(device)
         self.compile = compile
         self.name = f"torch-{self.device.type}" + ("-compiled" if compile else "")
+        self.graph_safe = not compile  # eager steps can be captured as CUDA graphs
         self.history_len = model.cfg.history_len if isinstance(model, Generator) else 0
         self.model: Generator | None = None
 

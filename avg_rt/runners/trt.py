@@ -26,6 +26,7 @@ class TensorRTRunner:
         self.path = Path(path)
         self.device = torch.device(device)
         self.name = "tensorrt"
+        self.graph_safe = True  # enqueue is capturable after the first (warm-up) call
         self.history_len = 0
         self.meta: dict[str, Any] = {}
         self._context: Any = None

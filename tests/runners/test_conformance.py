@@ -9,7 +9,7 @@ from conftest import HAS_CUDA, needs_cuda, needs_tensorrt
 
 from avg_rt.checkpoint import load_generator
 from avg_rt.metrics import psnr, to_unit
-from avg_rt.rollout import rollout
+from avg_rt.predict import rollout
 from avg_rt.runners import Runner, RunnerError, open_runner
 from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 from avg_rt.runners.pyt import TorchRunner

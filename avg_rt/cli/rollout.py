@@ -1,0 +1,67 @@
+"""`avg-rt rollout`: options -> RolloutOptions -> `avg_rt.rollout_videos.rollout_videos`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avg_rt.cli.options import DeviceOpt, OverwriteOpt, ProgressOpt
+
+Opt = typer.Option
+
+
+def rollout(
+    videos: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of videos: frame folders (TF Test/ "
+            "layout), video files, or one video's frames."
+        ),
+    ],
+    model: Annotated[
+        Path, Opt("--model", "-m", help="Checkpoint (.pt), ONNX (.onnx) or TensorRT plan (.plan).")
+    ],
+    out: Annotated[Path, Opt("--out", "-o", help="Output folder (new, or --overwrite).")] = Path(
+        "rollout"
+    ),
+    steps: Annotated[int, Opt(help="Frames to predict recursively.")] = 64,
+    start: Annotated[int, Opt(help="Index of the first history frame in each video.")] = 0,
+    backend: Annotated[
+        str, Opt(help="auto (from the model file), torch, onnxruntime or tensorrt.")
+    ] = "auto",
+    device: DeviceOpt = "cpu",
+    batch: Annotated[int, Opt(help="Videos of the same size rolled out together.")] = 8,
+    format: Annotated[
+        str, Opt(help="Comparison animation: gif, mp4, or png (frames only).")
+    ] = "gif",
+    overwrite: OverwriteOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Predict the future of every video recursively; write frames, animations and metrics.
+
+    Each prediction is compared with the real frame when the video has one (PSNR, sharp
+    difference, SSIM, and the copy-last-frame baseline), in OUT/metrics.json and metrics.csv.
+
+    Example: avg-rt rollout data/mspacman/Test --model runs/small/checkpoint.pt --out preds
+    """
+    from avg_rt.rollout_videos import RolloutOptions, print_summary, rollout_videos
+
+    report = rollout_videos(
+        RolloutOptions(
+            videos=videos,
+            model=model,
+            out=out,
+            steps=steps,
+            start=start,
+            backend=backend,
+            device=device,
+            batch=batch,
+            format=format,
+            overwrite=overwrite,
+        ),
+        progress=progress,
+    )
+    print_summary(report)
+    typer.echo(f"wrote {out}/ ({len(report['videos'])} videos, {len(report['skipped'])} skipped)")

@@ -1,0 +1,174 @@
+"""Recursive prediction over any runner: the loop is written once, here.
+
+To predict frame t+1 the runner sees the last `history_len` frames: real ones at first, then its
+own predictions. The window lives on the runner's device in two preallocated buffers that
+alternate (ping-pong), so a step never allocates and never touches the host; predictions are
+clamped to [-1, 1] before they are fed back, so that precision loss (FP16 engines) cannot push
+the window out of the range the model was trained on. On CUDA, runners that are safe to capture
+(`graph_safe = True`: torch, TensorRT) run each step as a replayed CUDA graph.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avg_rt.data.clips import frames_to_model, model_to_frames
+from avg_rt.metrics import frame_metrics
+from avg_rt.runners import Runner
+
+
+def assert_history(history: torch.Tensor, history_len: int) -> None:
+    """Check a (B, T, 3, H, W) float history with T >= history_len; raise ValueError if not."""
+    if history.ndim != 5 or history.shape[2] != 3:
+        raise ValueError(f"history must be (B, T, 3, H, W), got {tuple(history.shape)}")
+    if history.shape[1] < history_len:
+        raise ValueError(f"history has {history.shape[1]} frames, the model needs {history_len}")
+    if not history.is_floating_point():
+        raise ValueError(f"history must be float in [-1, 1], got {history.dtype}")
+
+
+def _step(runner: Runner, cur: torch.Tensor, nxt: torch.Tensor, last: torch.Tensor) -> None:
+    pred = runner.predict(cur)  # (B, 3, H, W)
+    last.copy_(pred)
+    nxt[:, :-3].copy_(cur[:, 3:])  # drop the oldest frame
+    torch.clamp(pred, -1, 1, out=nxt[:, -3:])  # append the prediction
+
+
+def _capture(
+    runner: Runner, windows: list[torch.Tensor], last: torch.Tensor
+) -> list[torch.cuda.CUDAGraph]:
+    """One CUDA graph per ping-pong direction. The caller restores the windows afterwards:
+    the warm-up steps (needed before capture: lazy init, cuDNN autotuning) change them."""
+    side = torch.cuda.Stream(windows[0].device)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(2):
+            _step(runner, windows[i], windows[1 - i], last)
+    torch.cuda.current_stream().wait_stream(side)
+    graphs = []
+    for i in range(2):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            _step(runner, windows[i], windows[1 - i], last)
+        graphs.append(g)
+    return graphs
+
+
+def rollout(
+    runner: Runner,
+    history: torch.Tensor,
+    steps: int,
+    cuda_graph: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Predict `steps` frames recursively from the last frames of `history`.
+
+    Args:
+        runner: an entered Runner.
+        history: (B, T, 3, H, W) float in [-1, 1], T >= runner.history_len (on any device).
+        steps: number of predicted frames (>= 1).
+        cuda_graph: replay each step as a CUDA graph where the runner allows it (falls back
+            to eager steps, with a warning, if capture fails).
+        on_step: called with the number of finished steps (progress bars).
+
+    Returns:
+        (B, steps, 3, H, W) float32 on the runner's device: the raw (unclamped) predictions.
+    """
+    assert_history(history, runner.history_len)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    b, _, _, h, w = history.shape
+    n = runner.history_len
+    dev = runner.device
+    windows = [torch.empty(b, 3 * n, h, w, device=dev) for _ in range(2)]
+    start = history[:, -n:].reshape(b, 3 * n, h, w)
+    last = torch.empty(b, 3, h, w, device=dev)
+    preds = torch.empty(b, steps, 3, h, w, device=dev)
+    graphs = None
+    if cuda_graph and dev.type == "cuda" and getattr(runner, "graph_safe", False):
+        windows[0].copy_(start)
+        try:
+            graphs = _capture(runner, windows, last)
+        except RuntimeError as e:  # e.g. a backend that synchronises inside predict
+            warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=2)
+    windows[0].copy_(start)
+    for t in range(steps):
+        if graphs is not None:
+            graphs[t % 2].replay()
+        else:
+            _step(runner, windows[t % 2], windows[(t + 1) % 2], last)
+        preds[:, t].copy_(last)
+        if on_step is not None:
+            on_step(t + 1)
+    return preds
+
+
+def score(
+    preds: torch.Tensor, truth: torch.Tensor, last_input: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """Per-step metrics of predictions and of the copy-last-frame baseline.
+
+    preds (B, S, 3, H, W) and truth (B, S', 3, H, W), S' <= S, and last_input (B, 3, H, W) are
+    model frames in [-1, 1]. Returns {name: (B, S')} for psnr, sharp_diff, ssim and the same
+    with the prefix `baseline_`.
+    """
+    s = truth.shape[1]
+    truth = truth.to(preds.device)
+    ours = frame_metrics(preds[:, :s], truth)
+    base = frame_metrics(last_input.to(preds.device)[:, None].expand_as(truth), truth)
+    out = {k: v.cpu().numpy() for k, v in ours.items()}
+    out |= {f"baseline_{k}": v.cpu().numpy() for k, v in base.items()}
+    return out
+
+
+@dataclass
+class RolloutResult:
+    """Predicted frames, uint8 (B, steps, H, W, 3), and per-step metrics {name: (B, S')} when
+    ground truth was given (S' = number of true future frames, at most `steps`)."""
+
+    predictions: np.ndarray
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def rollout_frames(
+    model: str | Path | Runner,
+    frames: np.ndarray,
+    steps: int = 64,
+    truth: np.ndarray | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+) -> RolloutResult:
+    """Roll out from uint8 frames; the API for notebooks and other programs (`avg_rt.rollout`).
+
+    Args:
+        model: a checkpoint, ONNX file or TensorRT plan path (opened for this call), or an
+            entered Runner (reused across calls, e.g. for a live emulator).
+        frames: uint8 (T, H, W, 3) or a batch (B, T, H, W, 3); the last history_len frames
+            are the history.
+        steps: frames to predict.
+        truth: optional uint8 real future frames, (S', H, W, 3) or (B, S', H, W, 3); metrics
+            are computed against them, next to the copy-last-frame baseline.
+        backend, device: for a model path, see `avg_rt.runners.open_runner`.
+    """
+    if isinstance(model, (str, Path)):
+        from avg_rt.runners import open_runner
+
+        with open_runner(model, backend, device) as runner:
+            return rollout_frames(runner, frames, steps, truth)
+    single = frames.ndim == 4
+    history = frames_to_model(frames[None] if single else frames, model.device)
+    preds = rollout(model, history, steps)
+    metrics = {}
+    if truth is not None:
+        t = frames_to_model(truth[None] if single else truth, model.device)[:, :steps]
+        metrics = score(preds, t, history[:, -1])
+    out = model_to_frames(preds)
+    if single:
+        return RolloutResult(out[0], {k: v[0] for k, v in metrics.items()})
+    return RolloutResult(out, metrics)

@@ -1,0 +1,267 @@
+"""`avg-rt rollout`: recursive predictions for every video of a folder, with metrics and pictures.
+
+Videos of the same frame size roll out together along the batch dimension. A video that cannot
+be used (unreadable, mixed frame sizes, too short) is reported and skipped; the others go on.
+Everything is written into a folder assembled beside OUT and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avg_rt.data.clips import frames_to_model, model_to_frames
+from avg_rt.data.errors import DataError
+from avg_rt.data.sources import Video, load_video, open_source
+from avg_rt.files import atomic_path, check_writable
+from avg_rt.metrics import PSNR_CONVENTION, SHARP_DIFF_CONVENTION
+from avg_rt.predict import rollout, score
+from avg_rt.runners import Runner, open_runner
+from avg_rt.visual import plot_per_step, side_by_side, write_animation
+
+METRICS = ("psnr", "sharp_diff", "ssim")
+DEFINITIONS = {
+    "psnr": PSNR_CONVENTION,
+    "sharp_diff": SHARP_DIFF_CONVENTION,
+    "ssim": "SSIM (Wang et al. 2004), Gaussian window sigma 1.5, frames in [0, 1], mean over RGB",
+    "baseline_*": "the same metric for copying the last input frame",
+    "null": "identical frames (PSNR or sharp difference infinite)",
+}
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    videos: Path
+    model: Path
+    out: Path
+    steps: int = 64
+    start: int = 0
+    backend: str = "auto"
+    device: str = "cpu"
+    batch: int = 8
+    format: str = "gif"  # gif, mp4 or png (frames only)
+    fps: float = 8.0
+    overwrite: bool = False
+
+
+@dataclass
+class VideoResult:
+    name: str
+    folder: str  # output subfolder
+    size: tuple[int, int]
+    truth_steps: int
+    metrics: dict[str, list[float | None]] = field(default_factory=dict)
+
+
+def _slug(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem or name).strip("_.") or "video"
+    slug, i = base, 1
+    while slug in taken:
+        i += 1
+        slug = f"{base}-{i}"
+    taken.add(slug)
+    return slug
+
+
+def _finite(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _write_video(
+    folder: Path,
+    history: np.ndarray,
+    preds: np.ndarray,
+    truth: np.ndarray,
+    result: VideoResult,
+    opts: RolloutOptions,
+) -> None:
+    """PNG frames, the comparison animation and the metrics plot of one video."""
+    from PIL import Image
+
+    (folder / "frames").mkdir(parents=True)
+    for t, frame in enumerate(preds):
+        Image.fromarray(frame).save(folder / "frames" / f"{t + 1:04d}.png")
+    if opts.format in ("gif", "mp4"):
+        steps = len(preds)
+        padded = np.zeros_like(preds)
+        padded[: len(truth)] = truth  # black where the video has no more real frames
+        columns = [
+            ("last input", np.repeat(history[-1:], steps, axis=0)),
+            ("prediction, step {t}", preds),
+            ("ground truth", padded),
+        ]
+        write_animation(folder / f"comparison.{opts.format}", side_by_side(columns), opts.fps)
+    if result.truth_steps:
+        curves = {
+            label: {"model": result.metrics[m], "copy last frame": result.metrics[f"baseline_{m}"]}
+            for m, label in (("psnr", "PSNR (dB)"), ("sharp_diff", "sharp difference (dB)"))
+        }
+        plot_per_step(folder / "metrics.png", curves, title=result.name)
+
+
+def _run_group(
+    runner: Runner,
+    videos: list[Video],
+    opts: RolloutOptions,
+    out: Path,
+    taken: set[str],
+    on_step: Any,
+) -> list[VideoResult]:
+    L = runner.history_len
+    windows = np.stack([np.asarray(v.frames[opts.start : opts.start + L]) for v in videos])
+    history = frames_to_model(windows, runner.device)  # (B, L, 3, H, W)
+    preds = rollout(runner, history, opts.steps, on_step=on_step)
+    frames = model_to_frames(preds)  # (B, S, H, W, 3)
+    results = []
+    for i, v in enumerate(videos):
+        truth = np.asarray(v.frames[opts.start + L : opts.start + L + opts.steps])
+        result = VideoResult(v.name, _slug(v.name, taken), v.size, len(truth))
+        if len(truth):
+            m = score(
+                preds[i : i + 1],
+                frames_to_model(truth[None], runner.device),
+                history[i : i + 1, -1],
+            )
+            result.metrics = {k: _finite(a[0]) for k, a in m.items()}
+        _write_video(out / result.folder, windows[i], frames[i], truth, result, opts)
+        results.append(result)
+    return results
+
+
+def _summary(results: list[VideoResult]) -> dict[str, list[float | None]]:
+    """Mean over videos at each step (finite values only) of every metric."""
+    scored = [r for r in results if r.truth_steps]
+    if not scored:
+        return {}
+    keys = scored[0].metrics.keys()
+    longest = max(r.truth_steps for r in scored)
+    mean: dict[str, list[float | None]] = {}
+    for k in keys:
+        rows = [
+            [
+                r.metrics[k][t]
+                for r in scored
+                if t < r.truth_steps and k in r.metrics and r.metrics[k][t] is not None
+            ]
+            for t in range(longest)
+        ]
+        mean[k] = [float(np.mean(v)) if v else None for v in rows]
+    return mean
+
+
+def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any]:
+    """Roll out every video under `opts.videos`; returns what metrics.json holds."""
+    from rich.progress import Progress
+
+    check_writable(opts.out, opts.overwrite)
+    if opts.format not in ("gif", "mp4", "png"):
+        raise DataError("--format", f"must be gif, mp4 or png, got {opts.format!r}")
+    if opts.steps < 1 or opts.start < 0 or opts.batch < 1:
+        raise DataError("--steps/--start/--batch", "steps and batch must be >= 1, start >= 0")
+    specs = list(open_source(opts.videos))
+    skipped: list[dict[str, str]] = []
+    results: list[VideoResult] = []
+    with (
+        open_runner(opts.model, opts.backend, opts.device) as runner,
+        atomic_path(opts.out, opts.overwrite) as tmp,
+        Progress(disable=not progress) as bar,
+    ):
+        tmp.mkdir()
+        groups: dict[tuple[int, int], list[Video]] = defaultdict(list)
+        for spec in specs:
+            try:
+                video = load_video(spec, min_frames=opts.start + runner.history_len)
+            except DataError as e:
+                skipped.append({"name": spec.name, "error": str(e)})
+                bar.console.print(f"[yellow]skipped[/yellow] {e}")
+                continue
+            groups[video.size].append(video)
+        task = bar.add_task("rollout", total=sum(len(g) for g in groups.values()) * opts.steps)
+        taken: set[str] = set()
+        for group in groups.values():
+            for i in range(0, len(group), opts.batch):
+                chunk = group[i : i + opts.batch]
+                done, n = bar.tasks[task].completed, len(chunk)
+
+                def advance(t: int, done: float = done, n: int = n) -> None:
+                    bar.update(task, completed=done + t * n)
+
+                results += _run_group(runner, chunk, opts, tmp, taken, advance)
+        report = {
+            "model": str(opts.model),
+            "backend": runner.name,
+            "device": str(runner.device),
+            "steps": opts.steps,
+            "start": opts.start,
+            "definitions": DEFINITIONS,
+            "mean_per_step": _summary(results),
+            "videos": [vars(r) | {"size": list(r.size)} for r in results],
+            "skipped": skipped,
+        }
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+        with (tmp / "metrics.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            names = [*METRICS, *(f"baseline_{m}" for m in METRICS)]
+            writer.writerow(["video", "step", *names])
+            for r in results:
+                for t in range(r.truth_steps):
+                    writer.writerow(
+                        [
+                            r.name,
+                            t + 1,
+                            *(r.metrics.get(k, [None] * r.truth_steps)[t] for k in names),
+                        ]
+                    )
+    if not results:
+        raise DataError(opts.videos, "no video could be rolled out (see the skipped list above)")
+    return report
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    """A rich table: per video, the first and last step against the copy-last baseline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"rollout: {report['backend']} on {report['device']}, "
+        f"{report['steps']} steps (PSNR dB, frames in [0, 1])"
+    )
+    for col in (
+        "video",
+        "size",
+        "truth",
+        "PSNR step 1",
+        "copy-last",
+        "PSNR last",
+        "copy-last",
+        "sharp diff step 1",
+    ):
+        table.add_column(col)
+
+    def fmt(v: float | None) -> str:
+        return "inf" if v is None else f"{v:.2f}"
+
+    for v in report["videos"]:
+        m = v["metrics"]
+        if not m:
+            table.add_row(v["name"], "x".join(map(str, v["size"])), "0", *["-"] * 5)
+            continue
+        table.add_row(
+            Path(v["name"]).name,
+            "x".join(map(str, v["size"])),
+            str(v["truth_steps"]),
+            fmt(m["psnr"][0]),
+            fmt(m["baseline_psnr"][0]),
+            fmt(m["psnr"][-1]),
+            fmt(m["baseline_psnr"][-1]),
+            fmt(m["sharp_diff"][0]),
+        )
+    Console().print(table)

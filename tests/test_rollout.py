@@ -1,0 +1,170 @@
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from conftest import HAS_CUDA, HAS_TENSORRT, moving_frames, write_frames
+from PIL import Image
+from typer.testing import CliRunner
+
+import avg_rt
+from avg_rt.checkpoint import load_generator
+from avg_rt.cli import app
+from avg_rt.predict import rollout
+from avg_rt.runners.pyt import TorchRunner
+from avg_rt.visual import CAPTION_HEIGHT
+
+cli = CliRunner()
+
+
+def test_rollout_is_the_recursion(small_checkpoint):
+    gen, _ = load_generator(small_checkpoint)
+    hist = torch.rand(2, 6, 3, 24, 40) * 2 - 1
+    with TorchRunner(gen) as runner:
+        preds = rollout(runner, hist, steps=3)
+    window = list(hist[:, -4:].unbind(1))
+    with torch.inference_mode():
+        for t in range(3):
+            y = gen(torch.cat(window[-4:], dim=1))
+            torch.testing.assert_close(preds[:, t], y)
+            window.append(y.clamp(-1, 1))
+
+
+def test_rollout_rejects_bad_history(small_checkpoint):
+    with TorchRunner(small_checkpoint) as runner:
+        with pytest.raises(ValueError, match="needs 4"):
+            rollout(runner, torch.zeros(1, 3, 3, 16, 16), 2)
+        with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+            rollout(runner, torch.zeros(1, 12, 16, 16), 2)
+
+
+def test_python_api_with_ground_truth(small_checkpoint):
+    frames = moving_frames(t=7)
+    result = avg_rt.rollout(small_checkpoint, frames[:4], steps=5, truth=frames[4:])
+    assert result.predictions.shape == (5, 40, 48, 3) and result.predictions.dtype == np.uint8
+    assert set(result.metrics) == {
+        "psnr",
+        "sharp_diff",
+        "ssim",
+        "baseline_psnr",
+        "baseline_sharp_diff",
+        "baseline_ssim",
+    }
+    assert result.metrics["psnr"].shape == (3,)  # only 3 real future frames
+    batch = avg_rt.rollout(small_checkpoint, np.stack([frames[:4]] * 2), steps=2)
+    assert batch.predictions.shape == (2, 2, 40, 48, 3) and batch.metrics == {}
+
+
+@pytest.fixture
+def video_dir(tmp_path):
+    root = tmp_path / "videos"
+    write_frames(root / "small", moving_frames(t=10, h=40, w=48))
+    write_frames(root / "other", moving_frames(t=6, h=40, w=48, seed=3))  # 2 true frames
+    write_frames(root / "wide", moving_frames(t=9, h=33, w=70))
+    mixed = write_frames(root / "mixed", moving_frames(t=8))
+    Image.fromarray(moving_frames(t=1, h=20)[0]).save(mixed / "005.png")
+    broken = write_frames(root / "broken", moving_frames(t=8))
+    (broken / "003.png").write_bytes((broken / "003.png").read_bytes()[:60])
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["gif", "mp4", "png"])
+def test_rollout_cli_outputs(small_checkpoint, video_dir, tmp_path, fmt):
+    out = tmp_path / "out"
+    result = cli.invoke(
+        app,
+        [
+            "rollout",
+            str(video_dir),
+            "--model",
+            str(small_checkpoint),
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--format",
+            fmt,
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "metrics.json").read_text())
+    assert sorted(v["folder"] for v in report["videos"]) == ["other", "small", "wide"]
+    skipped = {s["name"].split("/")[-1]: s["error"] for s in report["skipped"]}
+    assert set(skipped) == {"mixed", "broken"}
+    assert "mixed/005.png: frame is 20x48" in skipped["mixed"]
+    assert "broken/003.png: unreadable image" in skipped["broken"]
+    assert report["backend"] == "torch-cpu" and "psnr" in report["definitions"]
+    by_name = {v["folder"]: v for v in report["videos"]}
+    assert by_name["small"]["truth_steps"] == 4 and by_name["other"]["truth_steps"] == 2
+    assert len(by_name["other"]["metrics"]["baseline_psnr"]) == 2
+    assert len(report["mean_per_step"]["psnr"]) == 4
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("video,step,psnr,sharp_diff,ssim,baseline_psnr")
+    assert len(rows) == 1 + 4 + 2 + 4
+    for name, (h, w) in (("small", (40, 48)), ("wide", (33, 70))):
+        pngs = sorted((out / name / "frames").glob("*.png"))
+        assert len(pngs) == 4 and iio.imread(pngs[0]).shape == (h, w, 3)
+        assert iio.imread(out / name / "metrics.png").ndim == 3
+        animation = out / name / f"comparison.{fmt}"
+        if fmt == "png":
+            assert not animation.exists()
+        else:
+            frames = iio.imread(animation, index=None)
+            assert frames.shape[0] == 4
+            pad = (0, 0) if fmt == "gif" else ((h + CAPTION_HEIGHT) % 2, (3 * w) % 2)
+            assert frames.shape[1:3] == (h + CAPTION_HEIGHT + pad[0], 3 * w + pad[1])
+
+
+def test_rollout_cli_errors(small_checkpoint, video_dir, tmp_path):
+    def run(*args):
+        return cli.invoke(app, ["rollout", str(video_dir), "--no-progress", *args])
+
+    out = tmp_path / "o"
+    out.mkdir()
+    r = run("--model", str(small_checkpoint), "--out", str(out))
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    (tmp_path / "m.txt").write_text("x")
+    r = run("--model", str(tmp_path / "m.txt"), "--out", str(tmp_path / "o2"))
+    assert r.exit_code == 1 and "unknown model type '.txt'" in r.output
+    if not HAS_CUDA:
+        r = run("--model", str(small_checkpoint), "--device", "cuda", "--out", str(tmp_path / "o3"))
+        assert r.exit_code == 1 and "no CUDA GPU" in r.output
+    if not HAS_TENSORRT:
+        r = run(
+            "--model",
+            str(small_checkpoint),
+            "--backend",
+            "tensorrt",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "o4"),
+        )
+        assert r.exit_code == 1 and ("CUDA only" in r.output or "not installed" in r.output)
+    assert not any((tmp_path / f"o{i}").exists() for i in (2, 3, 4))
+
+
+def test_rollout_cli_onnx_matches_checkpoint(small_checkpoint, onnx_files, video_dir, tmp_path):
+    outs = {}
+    for name, model in (("torch", small_checkpoint), ("onnx", onnx_files["fp32"])):
+        outs[name] = tmp_path / name
+        r = cli.invoke(
+            app,
+            [
+                "rollout",
+                str(video_dir / "small"),
+                "--model",
+                str(model),
+                "--out",
+                str(outs[name]),
+                "--steps",
+                "6",
+                "--no-progress",
+            ],
+        )
+        assert r.exit_code == 0, r.output
+    a = json.loads((outs["torch"] / "metrics.json").read_text())["videos"][0]["metrics"]
+    b = json.loads((outs["onnx"] / "metrics.json").read_text())["videos"][0]["metrics"]
+    np.testing.assert_allclose(a["psnr"], b["psnr"], atol=1e-3)
