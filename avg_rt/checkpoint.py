@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from avg_rt.config import ConfigError, TrainConfig, to_dict, train_config_from_dict
-from avg_rt.files import atomic_path
+from avg_rt.files import atomic_path, check_writable
 from avg_rt.model import Generator
 
 FORMAT = "avg-rt-checkpoint"
@@ -99,3 +99,13 @@ def load_generator(
             path, f"generator weights do not match its config ({e})".splitlines()[0]
         ) from None
     return gen.to(map_location).eval(), cfg
+
+
+def save_generator_only(src: str | Path, dst: str | Path, overwrite: bool = False) -> Path:
+    """Write the generator, config and step of checkpoint `src` to `dst` (for deployment and
+    shipping: no discriminator, optimizer or RNG state). `dst` is itself a checkpoint."""
+    data = load(src)
+    dst = Path(dst)
+    check_writable(dst, overwrite)
+    save(dst, data["config"], data["step"], {"generator": data["generator"]})
+    return dst

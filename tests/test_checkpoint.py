@@ -59,3 +59,17 @@ def test_plain_pickle_is_refused(tmp_path):
     path.write_bytes(pickle.dumps(Payload()))
     with pytest.raises(CheckpointError):
         checkpoint.load(path)
+
+
+def test_generator_only_copy(tmp_path):
+    from avg_rt.files import OutputExistsError
+
+    cfg = TrainConfig(model=SMALL)
+    g = Generator(SMALL)
+    full = {"generator": g.state_dict(), "opt_g": {"state": {}, "param_groups": []}}
+    checkpoint.save(tmp_path / "full.pt", cfg, 5, full)
+    dst = checkpoint.save_generator_only(tmp_path / "full.pt", tmp_path / "g.pt")
+    data = checkpoint.load(dst)
+    assert set(data) == {"format", "version", "config", "step", "generator"} and data["step"] == 5
+    with pytest.raises(OutputExistsError):
+        checkpoint.save_generator_only(tmp_path / "full.pt", dst)

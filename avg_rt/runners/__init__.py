@@ -33,6 +33,8 @@ class Runner(Protocol):
 
     Runners may also set `graph_safe = True` when `predict` can be captured in a CUDA graph
     (no host synchronisation, stable buffers); `avg_rt.predict.rollout` then replays it.
+    A runner that computes on CPU with a thread pool of its own sets `own_thread_pool = True`,
+    and the rollout keeps torch's pool to one thread meanwhile.
     """
 
     name: str  # e.g. "torch-cpu", "onnxrt-cpu-fp16", "tensorrt-fp16"

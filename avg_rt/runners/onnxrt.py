@@ -37,6 +37,7 @@ class OnnxRuntimeRunner:
         self.threads = threads
         self.name = f"onnxrt-{self.device.type}" + ("-fp16" if ".fp16." in self.path.name else "")
         self.history_len = 0
+        self.own_thread_pool = True  # onnxruntime computes on its own threads, not torch's
         self.session: Any = None
         self._out: torch.Tensor | None = None
 
@@ -45,6 +46,8 @@ class OnnxRuntimeRunner:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
+        # Spinning worker threads would compete with torch's window updates between steps.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.device.type == "cuda":
             cuda = {"device_id": self.device.index or 0}
             providers: list[Any] = [("CUDAExecutionProvider", cuda)]
