@@ -17,10 +17,23 @@ def to_unit(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() + 1) / 2
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """10 log10(1 / MSE) per frame; identical frames give +inf."""
-    mse = ((pred.float() - target.float()) ** 2).flatten(-3).mean(-1)
-    return 10 * torch.log10(1.0 / mse)
+def _reduce(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-pixel `values` (..., h, w) over all pixels, or over `mask` (..., H, W) cut
+    to the top-left-aligned (h, w) grid (a centred crop for SSIM is done by the caller).
+    An empty mask gives NaN."""
+    if mask is None:
+        return values.flatten(-2).mean(-1)
+    m = mask[..., : values.shape[-2], : values.shape[-1]].float()
+    return (values * m).flatten(-2).sum(-1) / m.flatten(-2).sum(-1)
+
+
+def psnr(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """10 log10(1 / MSE) per frame; identical frames give +inf. With `mask` (..., H, W) bool,
+    the MSE is taken over the masked pixels only."""
+    sq = ((pred.float() - target.float()) ** 2).mean(-3)  # (..., H, W), mean over channels
+    return 10 * torch.log10(1.0 / _reduce(sq, mask))
 
 
 def _grad_sum(x: torch.Tensor) -> torch.Tensor:
@@ -30,13 +43,16 @@ def _grad_sum(x: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def sharp_diff(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def sharp_diff(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sharpness difference per frame: 10 log10(1 / mean(|g_Y - g_G|)), g = |dx| + |dy|.
 
-    Higher is better: the prediction's edges are closer to the target's.
+    Higher is better: the prediction's edges are closer to the target's. With `mask`, the mean
+    is over the masked pixels.
     """
-    diff = (_grad_sum(target.float()) - _grad_sum(pred.float())).abs().flatten(-3).mean(-1)
-    return 10 * torch.log10(1.0 / diff)
+    diff = (_grad_sum(target.float()) - _grad_sum(pred.float())).abs().mean(-3)
+    return 10 * torch.log10(1.0 / _reduce(diff, mask))
 
 
 def _gaussian_window(sigma: float, truncate: float, device: torch.device) -> torch.Tensor:
@@ -46,14 +62,9 @@ def _gaussian_window(sigma: float, truncate: float, device: torch.device) -> tor
     return (w / w.sum()).float()
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) per frame, mean over channels.
-
-    Gaussian window (sigma 1.5, 11 taps), K1 = 0.01, K2 = 0.03, population covariances,
-    averaged over the positions where the window fits inside the frame: the same numbers as
-    scikit-image's `structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=1)`. Frames must be at least 11 pixels on a side.
-    """
+def ssim_map(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """Per-pixel SSIM, mean over channels, at the (H - 10, W - 10) positions where the 11-tap
+    window fits (centred: map[i, j] belongs to pixel (i + 5, j + 5))."""
     shape = pred.shape
     c, h, w = shape[-3:]
     window = _gaussian_window(sigma, 3.5, pred.device)
@@ -70,7 +81,30 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5) -> torch.
     vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).reshape(*shape[:-3], c).mean(-1)
+    return s.reshape(*shape[:-3], c, *s.shape[-2:]).mean(-3)
+
+
+def ssim(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, sigma: float = 1.5
+) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) per frame, mean over channels.
+
+    Gaussian window (sigma 1.5, 11 taps), K1 = 0.01, K2 = 0.03, population covariances,
+    averaged over the positions where the window fits inside the frame: the same numbers as
+    scikit-image's `structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)`. Frames must be at least 11 pixels on a side.
+    With `mask`, the average is over the masked pixels among those positions.
+    """
+    s = ssim_map(pred, target, sigma)
+    if mask is not None:
+        r = (pred.shape[-2] - s.shape[-2]) // 2
+        mask = mask[..., r:, r:]
+    return _reduce(s, mask)
+
+
+def moving_mask(last_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) bool: pixels whose target differs from the last input frame (any channel)."""
+    return (target.float() - last_input.float()).abs().amax(-3) > 0
 
 
 PSNR_CONVENTION = "PSNR = 10 log10(1 / MSE) on frames in [0, 1] (TF project's numbers + 6.02 dB)"
@@ -79,13 +113,15 @@ SHARP_DIFF_CONVENTION = (
 )
 
 
-def frame_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """PSNR, sharp difference and SSIM per frame for model frames in [-1, 1] (..., 3, H, W).
-
-    SSIM is left out for frames smaller than its 11-pixel window.
+def frame_metrics(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """PSNR, sharp difference and SSIM per frame for model frames in [-1, 1] (..., 3, H, W),
+    over all pixels or over `mask` (..., H, W). SSIM is left out for frames smaller than its
+    11-pixel window.
     """
     p, t = to_unit(pred).clamp(0, 1), to_unit(target)
-    out = {"psnr": psnr(p, t), "sharp_diff": sharp_diff(p, t)}
+    out = {"psnr": psnr(p, t, mask), "sharp_diff": sharp_diff(p, t, mask)}
     if min(p.shape[-2:]) >= 11:
-        out["ssim"] = ssim(p, t)
+        out["ssim"] = ssim(p, t, mask)
     return out

@@ -77,7 +77,9 @@ class Generator(nn.Module):
         _init(self, cfg)
 
     def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
-        """Predictions of every scale, coarsest first; each (B, 3, H // 2^k, W // 2^k)."""
+        """Predictions of every scale, coarsest first; each (B, 3, H // 2^k, W // 2^k).
+
+        Through a DistributedDataParallel wrapper, call `ddp(history, all_scales=True)`."""
         inputs = pyramid(history, len(self.scales))
         preds: list[torch.Tensor] = []
         for net, x in zip(self.scales, inputs):
@@ -89,9 +91,11 @@ class Generator(nn.Module):
                 preds.append(torch.tanh(net(x)))
         return preds
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        """The next frame, (B, 3, H, W) float32 in [-1, 1]."""
-        return self.forward_scales(history)[-1]
+    def forward(self, history: torch.Tensor, all_scales: bool = False) -> torch.Tensor:
+        """The next frame, (B, 3, H, W) float32 in [-1, 1] (`all_scales`: the list of
+        `forward_scales`, the only form a DDP wrapper can return)."""
+        preds = self.forward_scales(history)
+        return preds if all_scales else preds[-1]  # type: ignore[return-value]
 
     def convs_to(self, dtype: torch.dtype) -> Generator:
         """Cast only the convolution weights (resizes and tanh stay float32); returns self."""

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from avg_rt.export.to_onnx import save_onnx, to_onnx
 from avg_rt.export.verify import random_history
-from common import environment, median, save, timed
 
+from avg_rt.benchmark.common import environment, median, save, timed
 from avg_rt.checkpoint import load_generator
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner

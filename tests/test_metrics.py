@@ -68,3 +68,26 @@ def test_frame_metrics_model_range():
     assert set(m) == {"psnr", "sharp_diff", "ssim"} and m["ssim"].shape == (2,)
     assert to_unit(torch.tensor([-1.0, 1.0])).tolist() == [0.0, 1.0]
     assert "ssim" not in frame_metrics(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+def test_masked_metrics_only_see_the_mask():
+    from avg_rt.metrics import moving_mask
+
+    y = torch.rand(2, 3, 24, 24)
+    p = y.clone()
+    p[:, :, :12] = (p[:, :, :12] + 0.2).clamp(0, 1)  # errors only in the top half
+    top = torch.zeros(2, 24, 24, dtype=torch.bool)
+    top[:, :12] = True
+    bottom = ~top
+    bottom[:, 12] = False  # row 12's SSIM window and neighbour differences reach the top half
+    assert torch.isinf(psnr(p, y, ~top)).all()  # the bottom half is exact
+    whole, masked = psnr(p, y), psnr(p, y, top)
+    assert torch.allclose(masked, whole - 10 * torch.log10(torch.tensor(2.0)), atol=1e-4)
+    assert torch.isinf(sharp_diff(p, y, bottom)).all()
+    assert torch.isfinite(sharp_diff(p, y, top)).all()
+    assert (ssim(p, y, top) < 0.99).all()
+    last = y.clone()
+    last[:, 0, 3, 4] += 0.5
+    moving = moving_mask(last, y)
+    assert moving.shape == (2, 24, 24) and moving.sum().item() == 2 and moving[0, 3, 4]
+    assert torch.isnan(psnr(p, y, torch.zeros_like(top))).all()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from avg_rt.train import distributed
+from avg_rt.train.distributed import unwrap
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +25,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from torch import nn
 
 from avg_rt import checkpoint
 from avg_rt.config import ConfigError, TrainConfig, to_dict
@@ -40,45 +43,55 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def d_step(
-    G: Generator,
-    D: Discriminator,
+    G: nn.Module,
+    D: nn.Module,
     opt_d: torch.optim.Optimizer,
     hist: torch.Tensor,
     target: torch.Tensor,
     cfg: TrainConfig,
 ) -> dict[str, float]:
-    """One discriminator update on a batch; G's predictions are detached."""
-    n = cfg.model.n_scales
+    """One discriminator update on a batch; G's predictions are detached.
+
+    D (which may be a DDP wrapper) sees real and generated frames in one forward pass, so a
+    distributed D all-reduces its gradients exactly once per step.
+    """
+    n, b = cfg.model.n_scales, hist.shape[0]
     with torch.no_grad():
-        fake = G.forward_scales(hist)
+        fake = unwrap(G).forward_scales(hist)
     real = pyramid(target, n)
     hist_pyr = pyramid(hist, n) if cfg.model.d_conditional else None
-    logits_real, logits_fake = D(real, hist_pyr), D(fake, hist_pyr)
+    both = [torch.cat([r, f]) for r, f in zip(real, fake)]  # (2B, 3, h, w): real first
+    logits = D(both, [torch.cat([h, h]) for h in hist_pyr] if hist_pyr else None)
+    logits_real, logits_fake = [z[:b] for z in logits], [z[b:] for z in logits]
     loss = adversarial_loss(logits_real, real=True) + adversarial_loss(logits_fake, real=False)
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
-    correct = [(z > 0).float().mean() for z in logits_real] + [
-        (z < 0).float().mean() for z in logits_fake
-    ]
+    correct = [(z > 0).float().mean() for z in logits_real]
+    correct += [(z < 0).float().mean() for z in logits_fake]
     return {"loss/d": loss.item(), "d/accuracy": torch.stack(correct).mean().item()}
 
 
 def g_step(
-    G: Generator,
-    D: Discriminator | None,
+    G: nn.Module,
+    D: nn.Module | None,
     opt_g: torch.optim.Optimizer,
     hist: torch.Tensor,
     target: torch.Tensor,
     cfg: TrainConfig,
 ) -> dict[str, float]:
     """One generator update. D's parameters are frozen, but the adversarial term is
-    back-propagated *through* D into G (the TF project's generator never got this gradient)."""
+    back-propagated *through* D into G (the TF project's generator never got this gradient).
+
+    G may be a DDP wrapper (its gradients are all-reduced once); D is used unwrapped, so it
+    takes no part in G's gradient synchronisation.
+    """
     n = cfg.model.n_scales
-    preds = G.forward_scales(hist)
+    preds = G(hist, all_scales=True)
     targets = pyramid(target, n)
     d_logits = None
     if D is not None:
+        D = unwrap(D)
         D.requires_grad_(False)
         d_logits = D(preds, pyramid(hist, n) if cfg.model.d_conditional else None)
     loss, terms = generator_loss(preds, targets, cfg, d_logits)
@@ -124,27 +137,38 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    after_step: Callable[[int, Generator, Discriminator | None], None] | None = None,
 ) -> Path:
     """Train on clips sampled from `videos`; returns the path of the final checkpoint.
 
     `run_dir` must be new unless `resume` is set, in which case training continues from its
     checkpoint at the saved step (same weights, optimizer state and random streams). Ctrl-C
-    saves a checkpoint before stopping. `on_log(step, values)` sees every logged scalar.
+    saves a checkpoint before stopping. `on_log(step, values)` sees every logged scalar (rank 0);
+    `after_step(step, G, D)` runs on every rank after each step (tests, custom monitoring).
+
+    Under `torchrun` (RANK and WORLD_SIZE set) each process trains one replica with
+    DistributedDataParallel on `cfg.batch` clips of its own random stream: the global batch is
+    `cfg.batch * world_size`. Only rank 0 writes files.
     """
     # --- init ---------------------------------------------------------------------------
     cfg.validate()
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
+    dist = distributed.from_env()
     if resume and not ckpt_path.is_file():
         raise ConfigError(f"--resume: {ckpt_path} does not exist")
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    if dist.is_main and not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    if dist.enabled:
+        device = distributed.setup(dist, device)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    # Each rank draws its own clips: no two ranks train on the same ones.
+    rng = np.random.default_rng([cfg.seed, dist.rank] if dist.enabled else cfg.seed)
 
     # --- data ---------------------------------------------------------------------------
     L = cfg.model.history_len
@@ -184,15 +208,25 @@ def train(
                 )
             D.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["opt_d"])
-        rng.bit_generator.state = json.loads(state["rng"])["numpy"]
+        streams = json.loads(state["rng"])["numpy"]
+        if len(streams) == dist.world_size:
+            rng.bit_generator.state = streams[dist.rank]
+        else:  # another world size: fresh per-rank streams, still reproducible
+            rng = sampler.rng = np.random.default_rng([cfg.seed, dist.rank, state["step"]])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+    G_train = distributed.wrap(G, dist, device)
+    D_train = distributed.wrap(D, dist, device) if D is not None else None
 
-    def save() -> None:
+    def save(gather: bool = True) -> None:
+        # Every rank's sampler state, so that a resume continues each rank's own stream.
+        streams = distributed.gather(rng.bit_generator.state, dist) if gather else []
+        if not dist.is_main:
+            return
         state = {
             "generator": G.state_dict(),
             "opt_g": opt_g.state_dict(),
-            "rng": json.dumps({"numpy": rng.bit_generator.state}),
+            "rng": json.dumps({"numpy": streams or [rng.bit_generator.state]}),
             "torch_rng": torch.get_rng_state(),
         }
         if D is not None and opt_d is not None:
@@ -202,20 +236,26 @@ def train(
     # --- loop ---------------------------------------------------------------------------
     from avg_rt.train.summaries import Summaries
 
-    summaries = Summaries(run_dir)
-    bar = _progress(progress, cfg.steps, step)
+    summaries = Summaries(run_dir, enabled=dist.is_main)
+    bar = _progress(progress and dist.is_main, cfg.steps, step)
     t0, s0 = time.perf_counter(), step
     try:
         while step < cfg.steps:
             logs: dict[str, float] = {}
-            if D is not None and opt_d is not None:
+            if D_train is not None and opt_d is not None:
                 hist, target = clips_to_model(sampler.sample(cfg.batch), device)
                 with autocast:
-                    logs |= d_step(G, D, opt_d, hist, target, cfg)
+                    logs |= d_step(G, D_train, opt_d, hist, target, cfg)
             hist, target = clips_to_model(sampler.sample(cfg.batch), device)
             with autocast:
-                logs |= g_step(G, D, opt_g, hist, target, cfg)
+                logs |= g_step(G_train, D, opt_g, hist, target, cfg)
             step += 1
+            if after_step:
+                after_step(step, G, D)
+            if not dist.is_main:
+                if step % cfg.save_interval == 0:
+                    save()
+                continue
 
             if step % cfg.summary_interval == 0 or step == cfg.steps:
                 logs["speed/steps_per_s"] = (step - s0) / (time.perf_counter() - t0)
@@ -241,13 +281,15 @@ def train(
                     info=f"loss_g {logs['loss/g']:.4g}  psnr {logs['train/psnr']:.2f}",
                 )
     except KeyboardInterrupt:
-        save()
+        save(gather=not dist.enabled)  # other ranks may be gone: save what this rank has
         raise
     finally:
         summaries.close()
         if bar is not None:
             bar.stop()
     save()
+    distributed.barrier(dist)
+    distributed.cleanup(dist)
     return ckpt_path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -111,9 +112,12 @@ def train(
     min_frames = cfg.model.history_len + 1
     videos = load_videos(open_source(train_dir), min_frames, cache)
     test_videos = load_videos(open_source(test_dir), min_frames, cache) if test_dir else []
-    typer.echo(
-        f"{len(videos)} training videos ({sum(len(v.frames) for v in videos)} frames), "
-        f"{len(test_videos)} test videos; run folder {out}"
-    )
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
+    if main:
+        typer.echo(
+            f"{len(videos)} training videos ({sum(len(v.frames) for v in videos)} "
+            f"frames), {len(test_videos)} test videos; run folder {out}"
+        )
     ckpt = run(cfg, videos, out, test_videos, resume=resume, progress=progress)
-    typer.echo(f"checkpoint: {ckpt}")
+    if main:
+        typer.echo(f"checkpoint: {ckpt}")

@@ -42,8 +42,11 @@ def check_game(game: str) -> None:
     except ImportError:
         raise DataError("ale-py", "not installed (pip install ale-py)") from None
     if game not in ale_py.roms.get_all_rom_ids():
-        raise DataError(game, f"no such game in ale-py {ale_py.__version__} (try ms_pacman, "
-                              f"breakout, pong, space_invaders)")
+        raise DataError(
+            game,
+            f"no such game in ale-py {ale_py.__version__} (try ms_pacman, "
+            f"breakout, pong, space_invaders)",
+        )
 
 
 def _ale(game: str, seed: int):  # type: ignore[no-untyped-def]

@@ -40,21 +40,26 @@ class ClipSampler:
             raise DataError("<data>", "no videos to sample clips from")
         for v in videos:
             if len(v.frames) < clip_len:
-                raise DataError(v.name, f"video has {len(v.frames)} frames, at least {clip_len} "
-                                        f"needed (history + 1)")
+                raise DataError(
+                    v.name,
+                    f"video has {len(v.frames)} frames, at least {clip_len} needed (history + 1)",
+                )
             h, w = v.size
             if h < crop or w < crop:
                 raise DataError(v.name, f"frames are {h}x{w}, smaller than the {crop}x{crop} crop")
         self.videos, self.clip_len, self.crop, self.rng = list(videos), clip_len, crop, rng
         self.movement_threshold, self.tries, self.unfiltered_prob = (
-            movement_threshold, tries, unfiltered_prob)
+            movement_threshold,
+            tries,
+            unfiltered_prob,
+        )
 
     def _candidate(self) -> np.ndarray:
         v = self.videos[self.rng.integers(len(self.videos))]
         h, w = v.size
         t = self.rng.integers(len(v.frames) - self.clip_len + 1)
         y, x = self.rng.integers(h - self.crop + 1), self.rng.integers(w - self.crop + 1)
-        return np.asarray(v.frames[t:t + self.clip_len, y:y + self.crop, x:x + self.crop])
+        return np.asarray(v.frames[t : t + self.clip_len, y : y + self.crop, x : x + self.crop])
 
     def movement(self, clip: np.ndarray) -> float:
         """Sum of squared differences between consecutive [-1, 1] frames of a (T, h, w, 3) clip."""
@@ -77,8 +82,9 @@ class ClipSampler:
         return np.stack([self.sample_one() for _ in range(n)]).transpose(0, 1, 4, 2, 3)
 
 
-def clips_to_model(clips: np.ndarray | torch.Tensor, device: torch.device | str = "cpu"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def clips_to_model(
+    clips: np.ndarray | torch.Tensor, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 clips (N, T, 3, h, w) -> (history (N, 3*(T-1), h, w), target (N, 3, h, w)) in
     [-1, 1] on `device`. The uint8 -> float conversion happens on the device."""
     x = torch.as_tensor(clips).to(device, non_blocking=True).float() / 127.5 - 1
@@ -98,8 +104,9 @@ def model_to_frames(x: torch.Tensor) -> np.ndarray:
     return u8.movedim(-3, -1).cpu().numpy()
 
 
-def test_clips(videos: Sequence[Video], history_len: int, steps: int, n: int
-               ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def test_clips(
+    videos: Sequence[Video], history_len: int, steps: int, n: int
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Deterministic full-frame test clips: the first `n` videos long enough for
     `history_len + 1` frames, starting in the middle of each (as the Python 3 fork does).
 
@@ -115,6 +122,6 @@ def test_clips(videos: Sequence[Video], history_len: int, steps: int, n: int
             continue
         s = min(steps, free)
         start = (len(v.frames) - history_len - s) // 2
-        clip = np.asarray(v.frames[start:start + history_len + s])
+        clip = np.asarray(v.frames[start : start + history_len + s])
         out.append((v.name, clip[:history_len], clip[history_len:]))
     return out

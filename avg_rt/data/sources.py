@@ -69,7 +69,9 @@ def to_rgb_uint8(frame: Any, name: str) -> np.ndarray:
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise DataError(name, f"frame of shape {a.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
+        raise DataError(
+            name, f"frame of shape {a.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+        )
     if a.dtype != np.uint8:
         if not np.issubdtype(a.dtype, np.floating):
             raise DataError(name, f"frames must be uint8 or float in [0, 1], got {a.dtype}")
@@ -81,7 +83,9 @@ def to_rgb_uint8(frame: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(a[:, :, :3])
 
 
-def stack_frames(frames: Iterable[Any], name: str, frame_names: Sequence[str] | None = None) -> np.ndarray:
+def stack_frames(
+    frames: Iterable[Any], name: str, frame_names: Sequence[str] | None = None
+) -> np.ndarray:
     """Stack frames into (T, H, W, 3) uint8, refusing mixed sizes with the offending frame named."""
     out: list[np.ndarray] = []
     for i, frame in enumerate(frames):
@@ -89,8 +93,11 @@ def stack_frames(frames: Iterable[Any], name: str, frame_names: Sequence[str] | 
         rgb = to_rgb_uint8(frame, label)
         if out and rgb.shape != out[0].shape:
             h, w = out[0].shape[:2]
-            raise DataError(label, f"frame is {rgb.shape[0]}x{rgb.shape[1]} but earlier frames of "
-                                   f"this video are {h}x{w}")
+            raise DataError(
+                label,
+                f"frame is {rgb.shape[0]}x{rgb.shape[1]} but earlier frames of "
+                f"this video are {h}x{w}",
+            )
         out.append(rgb)
     if not out:
         raise DataError(name, "video has no frames")
@@ -142,7 +149,9 @@ def video_file_spec(path: Path) -> VideoSpec:
         try:
             frames = iio.imread(path, index=None)
         except Exception as e:  # imageio raises many types for a broken file
-            raise DataError(path, f"unreadable video ({type(e).__name__}: {e})".splitlines()[0]) from None
+            raise DataError(
+                path, f"unreadable video ({type(e).__name__}: {e})".splitlines()[0]
+            ) from None
         return stack_frames(frames, str(path))
 
     return VideoSpec(str(path), decode, _fingerprint([path]))
@@ -162,14 +171,17 @@ def array_file_specs(path: Path) -> list[VideoSpec]:
     specs = []
     for key, arr in arrays.items():
         name = f"{path}:{key}" if key else str(path)
-        specs.append(VideoSpec(name, lambda a=arr, n=name: _array_video(a, n), f"{fp}:{key}"))
+        specs.append(VideoSpec(name, _array_decoder(arr, name), f"{fp}:{key}"))
     return specs
 
 
-def _array_video(array: np.ndarray, name: str) -> np.ndarray:
-    if array.ndim not in (3, 4):
-        raise DataError(name, f"expected frames (T, H, W[, C]), got an array of shape {array.shape}")
-    return stack_frames(array, name)
+def _array_decoder(array: np.ndarray, name: str) -> Callable[[], np.ndarray]:
+    def decode() -> np.ndarray:
+        if array.ndim not in (3, 4):
+            raise DataError(name, f"expected frames (T, H, W[, C]), got shape {array.shape}")
+        return stack_frames(array, name)
+
+    return decode
 
 
 def _failing_spec(path: Path, problem: str) -> VideoSpec:
@@ -202,7 +214,9 @@ class FolderSource:
             if p.name.startswith("."):
                 continue
             if p.is_dir():
-                frames = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+                frames = [
+                    f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                ]
                 if frames:
                     found = True
                     yield image_folder_spec(p, frames)
@@ -218,8 +232,10 @@ class FolderSource:
                 found = True
                 yield from array_file_specs(p)
         if not found:
-            raise DataError(self.root, "no videos found (expected frame folders, images, "
-                                       "video files or .npy/.npz)")
+            raise DataError(
+                self.root,
+                "no videos found (expected frame folders, images, video files or .npy/.npz)",
+            )
 
 
 class ArraySource:
@@ -233,7 +249,7 @@ class ArraySource:
         single = len(self.videos) == 1
         for i, v in enumerate(self.videos):
             name = self.name if single else f"{self.name}[{i}]"
-            yield VideoSpec(name, lambda a=np.asarray(v), n=name: _array_video(a, n))
+            yield VideoSpec(name, _array_decoder(np.asarray(v), name))
 
 
 class IterableSource:
@@ -267,8 +283,10 @@ def open_source(spec: str | Path | np.ndarray | Iterable[Any]) -> FrameSource:
                 return _ListSource([video_file_spec(path)])
             if suffix in ARRAY_SUFFIXES:
                 return _ListSource(array_file_specs(path))
-            raise DataError(path, f"unsupported file type {suffix!r} (expected a folder, a video "
-                                  f"file or .npy/.npz)")
+            raise DataError(
+                path,
+                f"unsupported file type {suffix!r} (expected a folder, a video file or .npy/.npz)",
+            )
         case np.ndarray():
             return ArraySource(spec)
         case list() if spec and all(isinstance(v, np.ndarray) and v.ndim == 4 for v in spec):
@@ -295,11 +313,14 @@ def load_video(spec: VideoSpec, min_frames: int = 1, cache_dir: Path | None = No
     else:
         frames = spec.decode()
     if len(frames) < min_frames:
-        raise DataError(spec.name, f"video has {len(frames)} frames, at least {min_frames} needed "
-                                   f"(history + 1)")
+        raise DataError(
+            spec.name, f"video has {len(frames)} frames, at least {min_frames} needed (history + 1)"
+        )
     return Video(spec.name, frames)
 
 
-def load_videos(source: FrameSource, min_frames: int = 1, cache_dir: Path | None = None) -> list[Video]:
+def load_videos(
+    source: FrameSource, min_frames: int = 1, cache_dir: Path | None = None
+) -> list[Video]:
     """Decode every video of `source`; the first bad one raises DataError."""
     return [load_video(spec, min_frames, cache_dir) for spec in source]

@@ -1,7 +1,8 @@
-"""PyTorch eager runner: a checkpoint (or a live Generator) on CPU or CUDA."""
+"""PyTorch runner: a checkpoint (or a live Generator) on CPU or CUDA, eager or compiled."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Self
 
@@ -9,12 +10,16 @@ import torch
 
 from avg_rt.model import Generator
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 class TorchRunner:
     """Runs a Generator in inference mode.
 
     `model` is a checkpoint path (loaded in `__enter__`) or a Generator, used as it is (moved to
-    `device`). `compile=True` wraps the forward in `torch.compile`.
+    `device`). `compile=True` wraps the forward in `torch.compile`; `amp` ("bf16" or "fp16")
+    runs it under autocast (CUDA only; inputs and outputs stay float32); `channels_last`
+    stores weights and activations NHWC, which cuDNN prefers for FP16.
     """
 
     def __init__(
@@ -22,11 +27,20 @@ class TorchRunner:
         model: str | Path | Generator,
         device: torch.device | str = "cpu",
         compile: bool = False,
+        amp: str = "none",
+        channels_last: bool = False,
     ):
+        if amp != "none" and amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
         self.source = model
         self.device = torch.device(device)
-        self.compile = compile
-        self.name = f"torch-{self.device.type}" + ("-compiled" if compile else "")
+        self.compile, self.amp, self.channels_last = compile, amp, channels_last
+        self.name = (
+            f"torch-{self.device.type}"
+            + ("-compiled" if compile else "")
+            + (f"-{amp}" if amp != "none" else "")
+            + ("-nhwc" if channels_last else "")
+        )
         self.graph_safe = not compile  # eager steps can be captured as CUDA graphs
         self.history_len = model.cfg.history_len if isinstance(model, Generator) else 0
         self.model: Generator | None = None
@@ -38,6 +52,8 @@ class TorchRunner:
             from avg_rt.checkpoint import load_generator
 
             model, _ = load_generator(self.source, self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.history_len = model.cfg.history_len
         self._forward = torch.compile(model) if self.compile else model
@@ -51,4 +67,10 @@ class TorchRunner:
     def predict(self, history: torch.Tensor) -> torch.Tensor:
         """See `avg_rt.runners.Runner.predict`."""
         assert self.model is not None, "use the runner inside a `with` block"
-        return self._forward(history)
+        amp = (
+            torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
+            if self.amp != "none"
+            else contextlib.nullcontext()
+        )
+        with amp:
+            return self._forward(history).float()

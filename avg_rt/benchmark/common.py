@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+# Default output folder: benchmarks/results of the source checkout.
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def environment() -> dict[str, Any]:
     """Device names and library versions of this run."""
     env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": " ".join([_script(), *sys.argv[1:]]),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_name(),
@@ -40,11 +41,16 @@ def environment() -> dict[str, Any]:
             capture_output=True,
             text=True,
             check=True,
-            cwd=RESULTS.parent,
+            cwd=Path(__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         env["commit"] = None
     return env
+
+
+def _script() -> str:
+    arg0 = Path(sys.argv[0])
+    return "avg-rt" if arg0.name == "avg-rt" else f"python benchmarks/{arg0.name}"
 
 
 def _cpu_name() -> str:
@@ -80,17 +86,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def save(name: str, payload: dict[str, Any], table: str) -> Path:
-    """Write results/<name>.json and results/<name>.md (the table plus how it was made)."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(name: str, payload: dict[str, Any], table: str, out: Path = RESULTS) -> Path:
+    """Write <out>/<name>.json and <out>/<name>.md (the table plus how it was made)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     env = payload["environment"]
     where = env["gpu"] or env["cpu"]
     md = (
         f"{table}\n\nMeasured on {where} (torch {env['torch']}, onnxruntime "
         f"{env['onnxruntime']}), commit {env['commit']}, {env['date']}, with "
-        f"`python benchmarks/{env['command']}`.\n"
+        f"`{env['command']}`.\n"
     )
-    (RESULTS / f"{name}.md").write_text(md)
+    (out / f"{name}.md").write_text(md)
     return path

@@ -1,0 +1,133 @@
+"""`avg-rt bench ...`: the benchmarks of benchmarks/ (same code, from the installed package)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from avg_rt.cli.options import DeviceOpt
+
+app = typer.Typer(
+    help="Benchmarks: prediction quality per step, speed per backend.", no_args_is_help=True
+)
+Opt = typer.Option
+DEFAULT_MODELS = [
+    "adversarial=models/small/checkpoint.pt",
+    "non-adversarial=models/small-noadv/checkpoint.pt",
+]
+
+
+@app.callback()
+def _bench() -> None:
+    """Benchmarks: prediction quality per step, speed per backend."""
+
+
+def _models(specs: list[str]) -> dict[str, Path]:
+    from avg_rt.config import ConfigError
+
+    models = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ConfigError(f"--model: expected LABEL=PATH, got {spec!r}")
+        models[label] = Path(path)
+    return models
+
+
+@app.command()
+def quality(
+    model: Annotated[
+        list[str] | None,
+        Opt(
+            help="LABEL=PATH, repeatable [default: the shipped "
+            "adversarial and non-adversarial small models]."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, Opt(help="Folder of test videos [default: held-out emulator episodes].")
+    ] = None,
+    full: Annotated[
+        bool,
+        Opt(
+            help="Full mode: 10 episodes, 64 steps, up to 200 clips "
+            "(quick: 2 episodes, 16 steps, 16 clips)."
+        ),
+    ] = False,
+    device: DeviceOpt = "cpu",
+    name: Annotated[str | None, Opt(help="Result name [default: quality-quick/-full].")] = None,
+    out: Annotated[Path | None, Opt(help="Results folder [default: benchmarks/results].")] = None,
+) -> None:
+    """Quality per rollout step (PSNR, sharp difference, SSIM; all and moving pixels) of each
+    model against copying the last frame, with 95% confidence intervals.
+
+    Example: avg-rt bench quality --full --model mine=runs/x/checkpoint.pt
+    """
+    from avg_rt.benchmark.common import RESULTS
+    from avg_rt.benchmark.quality import QualityOptions, run
+
+    mode = (
+        dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=200)
+        if full
+        else dict(episodes=2, episode_frames=300, steps=16, stride=10, max_clips=16)
+    )
+    opts = QualityOptions(
+        models=_models(model or DEFAULT_MODELS),
+        data=data,
+        device=device,
+        name=name or f"quality-{'full' if full else 'quick'}",
+        out=out or RESULTS,
+        **mode,
+    )  # type: ignore[arg-type]
+    report = run(opts)
+    typer.echo(f"{report['clips']} clips; wrote {opts.out / opts.name}.json, .md, -*.png, .gif")
+
+
+@app.command()
+def speed(
+    full: Annotated[
+        bool,
+        Opt(
+            help="Full mode: paper preset, sizes up to 1080x1920, batches "
+            "1/8/32, 64 steps (quick: small preset, 32x32 and 210x160, "
+            "batches 1/8, 16 steps)."
+        ),
+    ] = False,
+    preset: Annotated[
+        str | None, Opt(help="Generator preset [default: small quick, paper full].")
+    ] = None,
+    device: DeviceOpt = "auto",
+    name: Annotated[str | None, Opt(help="Result name [default: speed-quick/-full].")] = None,
+    out: Annotated[Path | None, Opt(help="Results folder [default: benchmarks/results].")] = None,
+) -> None:
+    """Rollout speed per backend, precision, frame size and batch; sampler and training speed.
+
+    Example: avg-rt bench speed --full --device cuda
+    """
+    from avg_rt.benchmark.common import RESULTS
+    from avg_rt.benchmark.speed import SpeedOptions, run
+    from avg_rt.config import PRESETS, ConfigError
+
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    mode = (
+        dict(
+            sizes=((32, 32), (210, 160), (480, 640), (1080, 1920)),
+            batches=(1, 8, 32),
+            steps=64,
+            repeats=20,
+            train_steps=5,
+        )
+        if full
+        else {}
+    )
+    opts = SpeedOptions(
+        preset=preset or ("paper" if full else "small"),
+        device=device,
+        name=name or f"speed-{'full' if full else 'quick'}",
+        out=out or RESULTS,
+        **mode,
+    )  # type: ignore[arg-type]
+    run(opts)
+    typer.echo(f"wrote {opts.out / opts.name}.json and .md")

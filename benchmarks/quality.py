@@ -1,0 +1,12 @@
+"""Prediction quality per rollout step; the same as `avg-rt bench quality` (see its --help).
+
+python benchmarks/quality.py            # quick mode, minutes on a CPU
+python benchmarks/quality.py --full     # 10 held-out episodes, 64 steps, 200 clips
+"""
+
+import sys
+
+from avg_rt.cli.bench import app
+
+if __name__ == "__main__":
+    app(["quality", *sys.argv[1:]])

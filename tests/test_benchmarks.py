@@ -1,0 +1,72 @@
+"""Smoke tests of the benchmarks in their quick modes (tiny settings, files in tmp_path)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from avg_rt.benchmark.quality import QualityOptions, run
+from avg_rt.cli import app
+
+cli = CliRunner()
+
+
+def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
+    opts = QualityOptions(
+        models={"torch": small_checkpoint, "onnx": onnx_files["fp32"]},
+        episodes=1,
+        episode_frames=40,
+        steps=4,
+        stride=5,
+        max_clips=3,
+        name="q",
+        out=tmp_path,
+    )
+    report = run(opts)
+    assert report["clips"] == 3 and report["frame_size"] == [210, 160]
+    assert set(report["results"]) == {"torch", "onnx", "copy last frame"}
+    for res in report["results"].values():
+        for key in ("psnr", "psnr_moving", "sharp_diff", "sharp_diff_moving", "ssim"):
+            assert len(res[key]["mean"]) == 4 and len(res[key]["ci95"]) == 4
+    a, b = report["results"]["torch"]["psnr"]["mean"], report["results"]["onnx"]["psnr"]["mean"]
+    assert max(abs(x - y) for x, y in zip(a, b)) < 0.1  # same model, two backends
+    md = (tmp_path / "q.md").read_text()
+    assert "| copy last frame |" in md and "step 4" in md and "step 8" not in md
+    assert json.loads((tmp_path / "q.json").read_text())["environment"]["torch"]
+    for metric in ("psnr", "sharp_diff", "ssim"):
+        assert (tmp_path / f"q-{metric}.png").stat().st_size > 0
+    import imageio.v3 as iio
+
+    gif = iio.imread(tmp_path / "q.gif", index=None)
+    assert gif.shape[0] == 4 and gif.shape[2] == 3 * 160  # torch | onnx | truth
+
+
+def test_bench_quality_cli_bad_model_spec(tmp_path):
+    result = cli.invoke(app, ["bench", "quality", "--model", "nolabel", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "LABEL=PATH" in result.output
+
+
+def test_speed_benchmark_quick(tmp_path):
+    from avg_rt.benchmark.speed import SpeedOptions
+    from avg_rt.benchmark.speed import run as run_speed
+
+    opts = SpeedOptions(
+        sizes=((32, 32),),
+        batches=(1, 2),
+        steps=2,
+        repeats=2,
+        device="cpu",
+        train_steps=1,
+        name="s",
+        out=tmp_path,
+    )
+    report = run_speed(opts)
+    runners = {r["runner"] for r in report["rows"]}
+    assert runners == {"torch-cpu", "onnxrt-cpu", "onnxrt-cpu-fp16"}
+    assert len(report["rows"]) == 3 * 2
+    for r in report["rows"]:
+        assert r["rollout_fps"] > 0 and r["step_ms_p95"] >= r["step_ms_median"] > 0
+        assert 0 < r["fraction_of_peak"] < 5
+    assert [t["what"] for t in report["training"]][0] == "clip sampler"
+    assert all(t["per_s"] > 0 for t in report["training"])
+    md = (tmp_path / "s.md").read_text()
+    assert "| onnxrt-cpu-fp16 | 32x32 | 2 |" in md and "Measured on" in md
