@@ -14,7 +14,18 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
-@pytest.mark.parametrize("command", [[], ["data", "atari"], ["train"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["data", "atari"],
+        ["train"],
+        ["export"],
+        ["rollout"],
+        ["bench", "quality"],
+        ["bench", "speed"],
+    ],
+)
 def test_help_shows_defaults(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

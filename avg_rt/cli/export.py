@@ -23,7 +23,7 @@ def export(
         bool | None,
         Opt(
             "--engine/--no-engine",
-            help="Build TensorRT engines [default: when tensorrt and a GPU are present].",
+            help="Build TensorRT engines (default: when tensorrt and a GPU are present).",
         ),
     ] = None,
     batch: Annotated[str, Opt(help="Batch range MIN:OPT:MAX (or N).")] = str(ShapeRanges().batch),

@@ -36,18 +36,18 @@ def train(
     ],
     out: Annotated[Path, Opt("--out", "-o", help="Run folder (new, or existing with --resume).")],
     preset: Annotated[str, Opt(help="paper (the published network) or small (CPU).")] = "small",
-    steps: Annotated[int | None, Opt(help="Total iterations [default: preset's].")] = None,
+    steps: Annotated[int | None, Opt(help="Total iterations (default: preset's).")] = None,
     adversarial: Annotated[
         bool | None, Opt("--adversarial/--no-adversarial", help="Train with D (default) or G only.")
     ] = None,
-    batch: Annotated[int | None, Opt(help="Clips per step [default: 8].")] = None,
+    batch: Annotated[int | None, Opt(help="Clips per step (default: 8).")] = None,
     lr_g: Annotated[float | None, Opt(help="Generator learning rate (Adam).")] = None,
     lr_d: Annotated[float | None, Opt(help="Discriminator learning rate (SGD).")] = None,
     lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
     lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
     lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
     test: Annotated[
-        Path | None, Opt(help="Held-out videos [default: DATA/Test if present].")
+        Path | None, Opt(help="Held-out videos (default: DATA/Test if present).")
     ] = None,
     test_recursions: Annotated[int | None, Opt(help="Recursive steps in periodic tests.")] = None,
     save_interval: Annotated[int | None, Opt(help="Steps between checkpoints.")] = None,

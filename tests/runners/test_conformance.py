@@ -125,3 +125,12 @@ def test_tensorrt_without_gpu_is_one_clear_error(tmp_path):
     with pytest.raises(RunnerError, match="CUDA only|not installed"):
         with open_runner(plan, "tensorrt", "cpu"):
             pass
+
+
+@needs_cuda
+def test_cuda_graph_rollout_equals_eager(small_checkpoint):
+    hist = random_history((2, 4, 3, 64, 48), seed=3).cuda()
+    with TorchRunner(small_checkpoint, "cuda") as runner:
+        eager = rollout(runner, hist, steps=6, cuda_graph=False)
+        graph = rollout(runner, hist, steps=6, cuda_graph=True)
+    torch.testing.assert_close(graph, eager)
