@@ -9,7 +9,6 @@ numbers with `psnr_ours = psnr_tf + 6.02`.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def to_unit(frames: torch.Tensor) -> torch.Tensor:
@@ -65,23 +64,25 @@ def _gaussian_window(sigma: float, truncate: float, device: torch.device) -> tor
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
     """Per-pixel SSIM, mean over channels, at the (H - 10, W - 10) positions where the 11-tap
     window fits (centred: map[i, j] belongs to pixel (i + 5, j + 5))."""
-    shape = pred.shape
-    c, h, w = shape[-3:]
+    h, w = pred.shape[-2:]
     window = _gaussian_window(sigma, 3.5, pred.device)
     if h < len(window) or w < len(window):
         raise ValueError(f"ssim needs frames of at least {len(window)}x{len(window)}, got {h}x{w}")
-    x = pred.float().reshape(-1, 1, h, w)
-    y = target.float().reshape(-1, 1, h, w)
+    x, y = pred.float(), target.float()
+    k = len(window)
 
-    def blur(t: torch.Tensor) -> torch.Tensor:  # separable 'valid' Gaussian filter
-        t = F.conv2d(t, window.view(1, 1, -1, 1))
-        return F.conv2d(t, window.view(1, 1, 1, -1))
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        # Separable 'valid' Gaussian filter as shifted multiply-adds: several times faster on
+        # CPU than conv2d over many single-channel images, and the same arithmetic.
+        t = sum(window[i] * t[..., i : i + h - k + 1, :] for i in range(k))  # type: ignore[assignment]
+        out: torch.Tensor = sum(window[i] * t[..., :, i : i + w - k + 1] for i in range(k))
+        return out
 
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return s.reshape(*shape[:-3], c, *s.shape[-2:]).mean(-3)
+    return s.mean(-3)
 
 
 def ssim(

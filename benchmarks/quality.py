@@ -1,7 +1,7 @@
 """Prediction quality per rollout step; the same as `avg-rt bench quality` (see its --help).
 
 python benchmarks/quality.py            # quick mode, minutes on a CPU
-python benchmarks/quality.py --full     # 10 held-out episodes, 64 steps, 200 clips
+python benchmarks/quality.py --full     # 10 held-out episodes, 64 steps, up to 100 clips
 """
 
 import sys

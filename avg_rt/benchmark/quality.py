@@ -50,6 +50,22 @@ class QualityOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class CopyLast:
+    """The baseline as a runner: it predicts the last frame of its window, so a rollout repeats
+    the last real frame (scored by the same batched code as the models)."""
+
+    name, device, history_len = "copy-last", torch.device("cpu"), 4
+
+    def __enter__(self) -> CopyLast:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def predict(self, history: torch.Tensor) -> torch.Tensor:
+        return history[:, -3:]
+
+
 def held_out_videos(episodes: int, frames: int, seed: int) -> list[Video]:
     """Ms. Pac-Man episodes played in memory (default policy), never written to disk."""
     from avg_rt.data.atari import AtariConfig, play
@@ -113,20 +129,21 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     history, truth = clips(videos, opts.steps, opts.stride, opts.max_clips)
     results: dict[str, dict[str, Any]] = {}
     samples: dict[str, np.ndarray] = {}
-    for label, path in opts.models.items():
+    entries = [
+        (label, open_runner(path, device=opts.device)) for label, path in opts.models.items()
+    ]
+    for label, runner in [*entries, (BASELINE, CopyLast())]:
         per_batch = []
-        with open_runner(path, device=opts.device) as runner:
+        with runner:
             for i in range(0, len(history), opts.batch):
                 h = frames_to_model(history[i : i + opts.batch], runner.device)
                 y = frames_to_model(truth[i : i + opts.batch], runner.device)
                 preds = rollout(runner, h, opts.steps)
                 per_batch.append(_scores(preds, y, h[:, -1]))
-                if i == 0:
+                if i == 0 and label != BASELINE:
                     samples[label] = model_to_frames(preds[0])
         scores = {k: np.concatenate([b[k] for b in per_batch]) for k in per_batch[0]}
         results[label] = _aggregate(scores)
-    y, last = frames_to_model(truth), frames_to_model(history)[:, -1]
-    results[BASELINE] = _aggregate(_scores(last[:, None].expand_as(y), y, last))
     report = {
         "environment": environment(),
         "options": _jsonable(opts),

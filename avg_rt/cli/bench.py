@@ -51,7 +51,7 @@ def quality(
     full: Annotated[
         bool,
         Opt(
-            help="Full mode: 10 episodes, 64 steps, up to 200 clips "
+            help="Full mode: 10 episodes, 64 steps, up to 100 clips "
             "(quick: 2 episodes, 16 steps, 16 clips)."
         ),
     ] = False,
@@ -68,7 +68,7 @@ def quality(
     from avg_rt.benchmark.quality import QualityOptions, run
 
     mode = (
-        dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=200)
+        dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=100)
         if full
         else dict(episodes=2, episode_frames=300, steps=16, stride=10, max_clips=16)
     )
