@@ -5,9 +5,9 @@ set uses (training data comes from seed 0), or any folder of videos (`data`). Cl
 `stride` frames; from 4 real frames each model predicts `steps` frames recursively. Every step
 is scored on all pixels and on moving pixels only (those whose true frame differs from the last
 input frame: Ms. Pac-Man's static maze would otherwise dominate), with the mean and a 95%
-confidence interval (1.96 standard errors) over clips. PSNR is capped at 100 dB (identical
-frames) before averaging. Clips whose first target frame equals the last input (the game's
-intro and pauses) are left out: there is nothing to predict.
+confidence interval (1.96 standard errors) over clips. PSNR and sharp difference are capped at
+100 dB (identical frames make them infinite) before averaging. Clips whose first target frame
+equals the last input (the game's intro and pauses) are left out: there is nothing to predict.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from avg_rt.predict import rollout
 from avg_rt.runners import open_runner
 
 TABLE_STEPS = (1, 2, 4, 8, 16, 32, 64)
-PSNR_CAP = 100.0
+DB_CAP = 100.0  # identical frames: PSNR and sharp difference are infinite
 BASELINE = "copy last frame"
 
 
@@ -112,7 +112,7 @@ def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]
     warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps give NaN, as they should
     agg = {}
     for k, v in scores.items():
-        v = np.minimum(v, PSNR_CAP) if k.startswith("psnr") else v
+        v = np.minimum(v, DB_CAP) if k.startswith(("psnr", "sharp_diff")) else v
         n = np.sum(~np.isnan(v), axis=0)
         mean = np.nanmean(v, axis=0)
         ci = 1.96 * np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.maximum(n, 1))
@@ -150,7 +150,7 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         "clips": len(history),
         "videos": [v.name for v in videos],
         "frame_size": list(videos[0].size),
-        "psnr_cap_db": PSNR_CAP,
+        "db_cap": DB_CAP,
         "results": results,
     }
     save(opts.name, report, _table(report), opts.out)
