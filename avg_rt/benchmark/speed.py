@@ -1,10 +1,11 @@
 """Speed per backend, precision, frame size and batch, plus clip sampling and training steps.
 
-For each configuration: frames per second of a recursive rollout, latency per step (median and
-p95 of single `predict` calls after warm-up; CUDA events on GPU), peak device memory (CUDA),
-and the fraction of the device's measured peak reached: the generator's FLOPs per frame (from
-`generator_flops`) against a large matrix product timed in the same run. Ratios between
-backends measured in one run are what the README quotes; absolute numbers carry the device.
+For each configuration: frames per second of a recursive rollout (median of 3), latency per
+step (median and p95 of single `predict` calls after warm-up; CUDA events on GPU), peak device
+memory (CUDA), and the fraction of the device's measured peak reached: the generator's FLOPs
+per frame (from `generator_flops`) against a large matrix product timed in the same run.
+Ratios between backends measured in one run are what the README quotes; absolute numbers
+carry the device.
 """
 
 from __future__ import annotations
@@ -150,11 +151,14 @@ def measure(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     rollout(runner, hist, opts.steps, **how)  # warm-up (and graph capture)
-    _sync(dev)
-    t0 = time.perf_counter()
-    rollout(runner, hist, opts.steps, **how)
-    _sync(dev)
-    seconds = time.perf_counter() - t0
+    times = []
+    for _ in range(3):
+        _sync(dev)
+        t0 = time.perf_counter()
+        rollout(runner, hist, opts.steps, **how)
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    seconds = float(np.median(times))
     median = float(np.median(lat))
     return {
         "runner": runner.name + (" +graph" if how.get("cuda_graph") else ""),
