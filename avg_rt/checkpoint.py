@@ -19,19 +19,12 @@ from typing import Any
 import torch
 
 from avg_rt.config import ConfigError, TrainConfig, to_dict, train_config_from_dict
+from avg_rt.errors import CheckpointError
 from avg_rt.files import atomic_path, check_writable
 from avg_rt.model import Generator
 
 FORMAT = "avg-rt-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(Exception):
-    """A file that is not a usable avg-rt checkpoint; renders as `<path>: <problem>`."""
-
-    def __init__(self, path: str | Path, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = str(path), problem
 
 
 def save(path: str | Path, cfg: TrainConfig, step: int, state: dict[str, Any]) -> None:

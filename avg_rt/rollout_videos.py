@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from avg_rt.data.clips import frames_to_model, model_to_frames
-from avg_rt.data.errors import DataError
 from avg_rt.data.sources import Video, load_video, open_source
+from avg_rt.errors import DataError
 from avg_rt.files import atomic_path, check_writable
 from avg_rt.metrics import PSNR_CONVENTION, SHARP_DIFF_CONVENTION
 from avg_rt.predict import rollout, score

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from avg_rt.export.shapes import ExportError, Range, ShapeRanges
+from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.to_onnx import DEFAULT_OPSET, save_onnx, to_onnx
 from avg_rt.export.verify import Report, print_reports, verify
 
 from avg_rt.checkpoint import load_generator
+from avg_rt.errors import ExportError
 from avg_rt.files import atomic_path, atomic_write_text, check_writable
 from avg_rt.model import Generator
 from avg_rt.runners import Runner

@@ -1,18 +1,11 @@
-"""Declared ranges of the dynamic input dimensions, and the export stage's error type."""
+"""Declared ranges of the dynamic input dimensions (batch, height, width)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from avg_rt.config import ModelConfig
-
-
-class ExportError(Exception):
-    """An export that cannot be done or did not verify; renders as `<what>: <problem>`."""
-
-    def __init__(self, what: str | Path, problem: str):
-        super().__init__(f"{what}: {problem}")
+from avg_rt.errors import ExportError
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import onnx
 import torch
-from avg_rt.export.shapes import ExportError
 
 from avg_rt import __version__
 from avg_rt.config import to_dict
+from avg_rt.errors import ExportError
 from avg_rt.files import atomic_write_bytes
 from avg_rt.model import Generator
 

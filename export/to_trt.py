@@ -13,10 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from avg_rt.export.shapes import ExportError, ShapeRanges
+from avg_rt.export.shapes import ShapeRanges
 from avg_rt.export.to_onnx import INPUT_NAME, OUTPUT_NAME
 
 from avg_rt import __version__
+from avg_rt.errors import ExportError
 from avg_rt.files import atomic_write_bytes, atomic_write_text
 
 INSTALL_HINT = "pip install 'avg-rt[gpu]' (TensorRT needs an NVIDIA GPU)"

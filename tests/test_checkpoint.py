@@ -5,8 +5,8 @@ import torch
 from conftest import SMALL
 
 from avg_rt import checkpoint
-from avg_rt.checkpoint import CheckpointError
 from avg_rt.config import TrainConfig
+from avg_rt.errors import CheckpointError
 from avg_rt.model import Generator
 
 

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -7,6 +9,12 @@ from avg_rt import __version__
 from avg_rt.cli import app
 
 runner = CliRunner()
+
+
+def test_help_does_not_load_torch():
+    """`avg-rt --help` and mistyped commands answer at once: torch loads only in commands."""
+    code = "import sys, avg_rt.cli; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_version():

@@ -7,8 +7,8 @@ import torch
 from conftest import moving_frames, write_frames
 
 from avg_rt.data.clips import ClipSampler, clips_to_model, frames_to_model, model_to_frames
-from avg_rt.data.errors import DataError
 from avg_rt.data.sources import Video, load_video, load_videos, open_source
+from avg_rt.errors import DataError
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])

@@ -12,21 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from avg_rt import __version__
-from avg_rt.checkpoint import CheckpointError
-from avg_rt.config import ConfigError
-from avg_rt.data.errors import DataError
-from avg_rt.export.shapes import ExportError
-from avg_rt.files import OutputExistsError
-from avg_rt.runners import RunnerError
-
-USER_ERRORS: tuple[type[Exception], ...] = (
-    DataError,
-    ConfigError,
-    CheckpointError,
-    RunnerError,
-    OutputExistsError,
-    ExportError,
-)
+from avg_rt.errors import USER_ERRORS
 
 
 class _Group(TyperGroup):

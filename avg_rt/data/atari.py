@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from avg_rt.data.errors import DataError
+from avg_rt.errors import DataError
 from avg_rt.files import atomic_path
 
 Policy = Literal["random", "sticky"]

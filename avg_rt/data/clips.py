@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from avg_rt.data.errors import DataError
 from avg_rt.data.sources import Video
+from avg_rt.errors import DataError
 
 
 class ClipSampler:

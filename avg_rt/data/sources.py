@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from avg_rt.data.errors import DataError
+from avg_rt.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".m4v"}

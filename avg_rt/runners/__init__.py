@@ -13,13 +13,7 @@ from typing import Protocol, Self, runtime_checkable
 
 import torch
 
-
-class RunnerError(Exception):
-    """A model file or backend that cannot be used; renders as `<what>: <problem>`."""
-
-    def __init__(self, what: str | Path, problem: str):
-        super().__init__(f"{what}: {problem}")
-        self.what, self.problem = str(what), problem
+from avg_rt.errors import RunnerError
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from avg_rt.runners import RunnerError
+from avg_rt.errors import RunnerError
 
 
 def import_onnxruntime() -> Any:

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import torch
 
-from avg_rt.runners import RunnerError
+from avg_rt.errors import RunnerError
 
 REBUILD = "rebuild it here with: avg-rt export CHECKPOINT --engine --out DIR"
 

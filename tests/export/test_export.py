@@ -4,7 +4,7 @@ import re
 import onnx
 import pytest
 from avg_rt.export import verify
-from avg_rt.export.shapes import ExportError, Range
+from avg_rt.export.shapes import Range
 from avg_rt.export.to_onnx import check_onnx, conv_weight_dtypes
 from conftest import HAS_TENSORRT
 from typer.testing import CliRunner
@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from avg_rt import checkpoint
 from avg_rt.cli import app
 from avg_rt.config import PRESETS
+from avg_rt.errors import ExportError
 
 cli = CliRunner()
 # Narrow ranges keep the CPU verification short while covering min, max and odd sizes.
