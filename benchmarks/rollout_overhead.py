@@ -1,6 +1,10 @@
 """Overhead of the rollout loop: a 64-step rollout against 64 single forward passes.
 
-    python benchmarks/rollout_overhead.py --checkpoint models/small/checkpoint.pt
+    python benchmarks/rollout_overhead.py   # the shipped small model on every backend here
+
+The backends are the speed benchmark's: on CPU torch and onnxruntime FP32/FP16; with a GPU also
+torch with and without CUDA graphs, autocast and torch.compile, onnxruntime's CUDA provider and
+TensorRT engines where installed.
 
 Both sides use the same runner on the same input size; single passes reuse one input (no window
 bookkeeping), so the ratio is the cost of the loop itself (window shift, clamp, copies) plus, on
@@ -11,53 +15,50 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from avg_rt.export.to_onnx import save_onnx, to_onnx
+from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.verify import random_history
 
-from avg_rt.benchmark.common import environment, median, save, timed
-from avg_rt.checkpoint import load_generator
+from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
+from avg_rt.benchmark.speed import runners
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
-from avg_rt.runners.onnxrt import OnnxRuntimeRunner
-from avg_rt.runners.pyt import TorchRunner
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "small" / "checkpoint.pt"
 
 
-def runners(checkpoint: Path, onnx_dir: Path) -> list[Runner]:
-    """Every backend available on this machine."""
-    gen, _ = load_generator(checkpoint)
-    fp32 = save_onnx(to_onnx(gen), onnx_dir / "generator.onnx")
-    fp16 = save_onnx(to_onnx(gen, fp16=True), onnx_dir / "generator.fp16.onnx")
-    found: list[Runner] = [
-        TorchRunner(checkpoint),
-        OnnxRuntimeRunner(fp32),
-        OnnxRuntimeRunner(fp16),
-    ]
-    if torch.cuda.is_available():
-        found.append(TorchRunner(checkpoint, "cuda"))
-        import onnxruntime
-
-        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            found += [OnnxRuntimeRunner(fp32, "cuda"), OnnxRuntimeRunner(fp16, "cuda")]
-    return found
+def all_runners(
+    checkpoint: Path, onnx_dir: Path, batch: int, h: int, w: int
+) -> Iterator[tuple[Runner, dict[str, Any]]]:
+    """The speed benchmark's runners, CPU ones and then (with a GPU) CUDA ones."""
+    profile = ShapeRanges(Range(batch, batch, batch), Range(h, h, h), Range(w, w, w))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        (onnx_dir / device).mkdir()
+        yield from runners(checkpoint, onnx_dir / device, torch.device(device), profile)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, default=SHIPPED, help="(default: %(default)s)")
     p.add_argument("--height", type=int, default=210)
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--name", default="rollout-overhead")
-    args = p.parse_args()
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = p.parse_args(argv)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for runner in runners(args.checkpoint, Path(tmp)):
+        shape = (args.batch, args.height, args.width)
+        for runner, how in all_runners(args.checkpoint, Path(tmp), *shape):
+            name = runner.name + (" +graph" if how.get("cuda_graph") else "")
             with runner:
                 hist = random_history((args.batch, 4, 3, args.height, args.width), 0)
                 hist = hist.to(runner.device)
@@ -67,8 +68,8 @@ def main() -> None:
                     for _ in range(args.steps):
                         runner.predict(x)
 
-                def loop(runner: Runner = runner, hist: torch.Tensor = hist) -> None:
-                    rollout(runner, hist, args.steps)
+                def loop(runner: Runner = runner, hist: torch.Tensor = hist, how=how) -> None:
+                    rollout(runner, hist, args.steps, **how)
 
                 # Interleave the two so that drift in machine load hits both alike.
                 t_single, t_loop = [], []
@@ -78,14 +79,14 @@ def main() -> None:
                 ratio = median(t_loop) / median(t_single)
                 rows.append(
                     {
-                        "runner": runner.name,
+                        "runner": name,
                         "single_ms": 1e3 * median(t_single) / args.steps,
                         "rollout_ms_per_step": 1e3 * median(t_loop) / args.steps,
                         "ratio": ratio,
                     }
                 )
                 print(
-                    f"{runner.name:22s} {rows[-1]['single_ms']:8.2f} ms/step single, "
+                    f"{name:22s} {rows[-1]['single_ms']:8.2f} ms/step single, "
                     f"{rows[-1]['rollout_ms_per_step']:8.2f} ms/step in rollout, ratio {ratio:.3f}"
                 )
     table = [
@@ -105,10 +106,11 @@ def main() -> None:
         args.name,
         {
             "environment": environment(),
-            "args": vars(args) | {"checkpoint": str(args.checkpoint)},
+            "args": vars(args) | {"checkpoint": str(args.checkpoint), "out": str(args.out)},
             "rows": rows,
         },
         header + "\n".join(table),
+        args.out,
     )
 
 

@@ -70,3 +70,17 @@ def test_speed_benchmark_quick(tmp_path):
     assert all(t["per_s"] > 0 for t in report["training"])
     md = (tmp_path / "s.md").read_text()
     assert "| onnxrt-cpu-fp16 | 32x32 | 2 |" in md and "Measured on" in md
+
+
+def test_rollout_overhead_script(small_checkpoint, tmp_path):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "rollout_overhead.py"
+    args = ["--checkpoint", str(small_checkpoint), "--height", "32", "--width", "40"]
+    args += ["--steps", "3", "--repeats", "1", "--name", "o", "--out", str(tmp_path)]
+    runpy.run_path(str(script))["main"](args)
+    rows = json.loads((tmp_path / "o.json").read_text())["rows"]
+    assert [r["runner"] for r in rows][:3] == ["torch-cpu", "onnxrt-cpu", "onnxrt-cpu-fp16"]
+    assert all(r["ratio"] > 0 and r["single_ms"] > 0 for r in rows)
+    assert "| torch-cpu |" in (tmp_path / "o.md").read_text()
