@@ -8,6 +8,8 @@ numbers with `psnr_ours = psnr_tf + 6.02`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 
@@ -16,14 +18,21 @@ def to_unit(frames: torch.Tensor) -> torch.Tensor:
     return (frames.float() + 1) / 2
 
 
-def _reduce(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _reduce(values: torch.Tensor, mask: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
     """Mean of per-pixel `values` (..., h, w) over all pixels, or over `mask` (..., H, W) cut
-    to the top-left-aligned (h, w) grid (a centred crop for SSIM is done by the caller).
-    An empty mask gives NaN."""
+    to the (h, w) grid starting at (offset, offset). An empty mask gives NaN."""
     if mask is None:
         return values.flatten(-2).mean(-1)
-    m = mask[..., : values.shape[-2], : values.shape[-1]].float()
+    m = mask[..., offset : offset + values.shape[-2], offset : offset + values.shape[-1]].float()
     return (values * m).flatten(-2).sum(-1) / m.flatten(-2).sum(-1)
+
+
+def _db(mean_error: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(1.0 / mean_error)
+
+
+def _squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((pred.float() - target.float()) ** 2).mean(-3)  # (..., H, W), mean over channels
 
 
 def psnr(
@@ -31,8 +40,7 @@ def psnr(
 ) -> torch.Tensor:
     """10 log10(1 / MSE) per frame; identical frames give +inf. With `mask` (..., H, W) bool,
     the MSE is taken over the masked pixels only."""
-    sq = ((pred.float() - target.float()) ** 2).mean(-3)  # (..., H, W), mean over channels
-    return 10 * torch.log10(1.0 / _reduce(sq, mask))
+    return _db(_reduce(_squared_error(pred, target), mask))
 
 
 def _grad_sum(x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +48,11 @@ def _grad_sum(x: torch.Tensor) -> torch.Tensor:
     dx = (x[..., :-1, 1:] - x[..., :-1, :-1]).abs()
     dy = (x[..., 1:, :-1] - x[..., :-1, :-1]).abs()
     return dx + dy
+
+
+def _gradient_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Per pixel of the top-left-aligned (H-1, W-1) grid, mean over channels.
+    return (_grad_sum(target.float()) - _grad_sum(pred.float())).abs().mean(-3)
 
 
 def sharp_diff(
@@ -50,8 +63,7 @@ def sharp_diff(
     Higher is better: the prediction's edges are closer to the target's. With `mask`, the mean
     is over the masked pixels.
     """
-    diff = (_grad_sum(target.float()) - _grad_sum(pred.float())).abs().mean(-3)
-    return 10 * torch.log10(1.0 / _reduce(diff, mask))
+    return _db(_reduce(_gradient_error(pred, target), mask))
 
 
 def _gaussian_window(sigma: float, truncate: float, device: torch.device) -> torch.Tensor:
@@ -97,10 +109,7 @@ def ssim(
     With `mask`, the average is over the masked pixels among those positions.
     """
     s = ssim_map(pred, target, sigma)
-    if mask is not None:
-        r = (pred.shape[-2] - s.shape[-2]) // 2
-        mask = mask[..., r:, r:]
-    return _reduce(s, mask)
+    return _reduce(s, mask, (pred.shape[-2] - s.shape[-2]) // 2)
 
 
 def moving_mask(last_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -115,14 +124,25 @@ SHARP_DIFF_CONVENTION = (
 
 
 def frame_metrics(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    masks: Mapping[str, torch.Tensor | None] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """PSNR, sharp difference and SSIM per frame for model frames in [-1, 1] (..., 3, H, W),
-    over all pixels or over `mask` (..., H, W). SSIM is left out for frames smaller than its
-    11-pixel window.
+    """PSNR, sharp difference and SSIM per frame for model frames in [-1, 1] (..., 3, H, W).
+
+    `masks` maps a key suffix to None (all pixels) or a (..., H, W) bool mask; the default,
+    {"": None}, gives "psnr", "sharp_diff" and "ssim" over all pixels, and e.g.
+    {"": None, "_moving": m} adds "psnr_moving", ... over `m`, from the same per-pixel maps.
+    SSIM is left out for frames smaller than its 11-pixel window.
     """
     p, t = to_unit(pred).clamp(0, 1), to_unit(target)
-    out = {"psnr": psnr(p, t, mask), "sharp_diff": sharp_diff(p, t, mask)}
+    maps = {"psnr": (_squared_error(p, t), 0), "sharp_diff": (_gradient_error(p, t), 0)}
     if min(p.shape[-2:]) >= 11:
-        out["ssim"] = ssim(p, t, mask)
+        s = ssim_map(p, t)
+        maps["ssim"] = (s, (p.shape[-2] - s.shape[-2]) // 2)
+    out = {}
+    for suffix, mask in (masks or {"": None}).items():
+        for name, (values, offset) in maps.items():
+            mean = _reduce(values, mask, offset)
+            out[name + suffix] = mean if name == "ssim" else _db(mean)
     return out

@@ -91,3 +91,22 @@ def test_masked_metrics_only_see_the_mask():
     moving = moving_mask(last, y)
     assert moving.shape == (2, 24, 24) and moving.sum().item() == 2 and moving[0, 3, 4]
     assert torch.isnan(psnr(p, y, torch.zeros_like(top))).all()
+
+
+def test_frame_metrics_with_masks_equal_the_single_metrics():
+    g = torch.Generator().manual_seed(0)
+    y, p = torch.rand(2, 3, 3, 20, 24, generator=g), torch.rand(2, 3, 3, 20, 24, generator=g)
+    mask = torch.rand(2, 3, 20, 24, generator=g) > 0.7
+    m = frame_metrics(p * 2 - 1, y * 2 - 1, {"": None, "_moving": mask})
+    assert set(m) == {
+        "psnr",
+        "sharp_diff",
+        "ssim",
+        "psnr_moving",
+        "sharp_diff_moving",
+        "ssim_moving",
+    }
+    for name, fn in (("psnr", psnr), ("sharp_diff", sharp_diff), ("ssim", ssim)):
+        torch.testing.assert_close(m[name], fn(p, y))
+        torch.testing.assert_close(m[f"{name}_moving"], fn(p, y, mask))
+        assert not torch.allclose(m[name], m[f"{name}_moving"])

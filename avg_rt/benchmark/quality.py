@@ -102,9 +102,8 @@ def clips(
 def _scores(preds: torch.Tensor, truth: torch.Tensor, last: torch.Tensor) -> dict[str, np.ndarray]:
     """{metric or metric_moving: (N, S)} for model frames in [-1, 1]."""
     mask = moving_mask(last[:, None].expand_as(truth), truth)
-    out = {k: v.cpu().numpy() for k, v in frame_metrics(preds, truth).items()}
-    out |= {f"{k}_moving": v.cpu().numpy() for k, v in frame_metrics(preds, truth, mask).items()}
-    return out
+    scores = frame_metrics(preds, truth, {"": None, "_moving": mask})
+    return {k: v.cpu().numpy() for k, v in scores.items()}
 
 
 def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
