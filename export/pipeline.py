@@ -18,6 +18,7 @@ from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.to_onnx import DEFAULT_OPSET, save_onnx, to_onnx
 from avg_rt.export.verify import Report, print_reports, verify
 
+from avg_rt.benchmark.common import environment
 from avg_rt.checkpoint import load_generator
 from avg_rt.errors import ExportError
 from avg_rt.files import atomic_path, atomic_write_text, check_writable
@@ -169,7 +170,15 @@ def export(opts: ExportOptions) -> ExportResult:
             if not report.passed:
                 failed = tmp / report.artefact
                 failed.rename(failed.with_name(failed.name + ".failed"))
-        atomic_write_text(tmp / REPORT, json.dumps([r.to_dict() for r in reports], indent=2))
+        summary = {
+            "environment": environment(),
+            "checkpoint": str(opts.checkpoint),
+            "checkpoint_sha256": ckpt_hash,
+            "ranges": {k: str(v) for k, v in vars(opts.ranges).items()},  # MIN:OPT:MAX
+            "passed": all(r.passed for r in reports),
+            "reports": [r.to_dict() for r in reports],
+        }
+        atomic_write_text(tmp / REPORT, json.dumps(summary, indent=2))
         if opts.triton:
             from avg_rt.export.triton import write_repository
 

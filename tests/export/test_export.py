@@ -34,7 +34,10 @@ def exported(small_checkpoint, tmp_path_factory):
 def test_export_writes_verified_onnx_and_report(exported):
     assert (exported / "generator.onnx").is_file()
     assert (exported / "generator.fp16.onnx").is_file()
-    reports = json.loads((exported / "verification.json").read_text())
+    summary = json.loads((exported / "verification.json").read_text())
+    assert summary["passed"] and summary["environment"]["onnxruntime"]
+    assert summary["ranges"]["height"].count(":") == 2
+    reports = summary["reports"]
     assert [r["artefact"] for r in reports] == ["generator.onnx", "generator.fp16.onnx"]
     for r in reports:
         assert r["passed"]
@@ -106,7 +109,8 @@ def test_failed_verification_never_takes_the_final_name(small_checkpoint, tmp_pa
     assert "verification failed for generator.onnx" in result.output
     assert not (out / "generator.onnx").exists()
     assert (out / "generator.onnx.failed").is_file()
-    assert json.loads((out / "verification.json").read_text())[0]["passed"] is False
+    summary = json.loads((out / "verification.json").read_text())
+    assert summary["passed"] is False and summary["reports"][0]["passed"] is False
 
 
 @pytest.mark.parametrize(
