@@ -86,8 +86,12 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, sigma: float = 1.5) -> to
     def blur(t: torch.Tensor) -> torch.Tensor:
         # Separable 'valid' Gaussian filter as shifted multiply-adds: several times faster on
         # CPU than conv2d over many single-channel images, and the same arithmetic.
-        t = sum(window[i] * t[..., i : i + h - k + 1, :] for i in range(k))  # type: ignore[assignment]
-        out: torch.Tensor = sum(window[i] * t[..., :, i : i + w - k + 1] for i in range(k))
+        rows = window[0] * t[..., : h - k + 1, :]
+        for i in range(1, k):
+            rows = rows + window[i] * t[..., i : i + h - k + 1, :]
+        out = window[0] * rows[..., : w - k + 1]
+        for i in range(1, k):
+            out = out + window[i] * rows[..., i : i + w - k + 1]
         return out
 
     mx, my = blur(x), blur(y)

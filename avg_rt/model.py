@@ -9,6 +9,8 @@ It is fully convolutional: every resize goes to a size computed from the input s
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,7 +42,8 @@ def _init(module: nn.Module, cfg: ModelConfig, std: float = 0.01, bias: float = 
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
-            nn.init.constant_(m.bias, bias)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, bias)
 
 
 class ScaleGenerator(nn.Module):
@@ -59,8 +62,8 @@ class ScaleGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The convolutions run in the dtype of their weights (float16 in an FP16 export);
         # the result returns to float32 before the tanh and the next resize.
-        weight = self.convs[0].weight
-        return self.convs(x.to(weight.dtype)).float()  # (B, 3, h, w)
+        first = cast(nn.Conv2d, self.convs[0])
+        return self.convs(x.to(first.weight.dtype)).float()  # (B, 3, h, w)
 
 
 class Generator(nn.Module):

@@ -147,9 +147,9 @@ def _summary(results: list[VideoResult]) -> dict[str, list[float | None]]:
     for k in keys:
         rows = [
             [
-                r.metrics[k][t]
+                x
                 for r in scored
-                if t < r.truth_steps and k in r.metrics and r.metrics[k][t] is not None
+                if t < r.truth_steps and k in r.metrics and (x := r.metrics[k][t]) is not None
             ]
             for t in range(longest)
         ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +58,14 @@ def write_animation(
 
 def plot_per_step(
     path: str | Path,
-    curves: dict[str, dict[str, Sequence[float]]],
+    curves: Mapping[str, Mapping[str, Sequence[float | None]]],
     title: str = "",
     overwrite: bool = False,
 ) -> Path:
     """A PNG with one panel per metric, each metric's curves against the rollout step.
 
-    `curves` maps a metric label (e.g. "PSNR (dB)") to {series label: per-step values}.
+    `curves` maps a metric label (e.g. "PSNR (dB)") to {series label: per-step values}; a
+    None value (no ground truth, or identical frames) leaves a gap.
     """
     import matplotlib
 

@@ -87,6 +87,7 @@ def to_onnx(
             dynamic_shapes={"history": dims},
             verbose=False,
         )
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     proto = program.model_proto
     props = {
         "avg_rt_version": __version__,

@@ -16,7 +16,7 @@ from avg_rt.errors import USER_ERRORS
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a click Context
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:

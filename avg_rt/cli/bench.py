@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -67,7 +67,7 @@ def quality(
     from avg_rt.benchmark.common import RESULTS
     from avg_rt.benchmark.quality import QualityOptions, run
 
-    mode = (
+    mode: dict[str, Any] = (
         dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=100)
         if full
         else dict(episodes=2, episode_frames=300, steps=16, stride=10, max_clips=16)
@@ -79,7 +79,7 @@ def quality(
         name=name or f"quality-{'full' if full else 'quick'}",
         out=out or RESULTS,
         **mode,
-    )  # type: ignore[arg-type]
+    )
     report = run(opts)
     typer.echo(f"{report['clips']} clips; wrote {opts.out / opts.name}.json, .md, -*.png, .gif")
 
@@ -115,6 +115,7 @@ def speed(
     from avg_rt.runners import resolve_device
 
     gpu = resolve_device(device).type == "cuda"
+    mode: dict[str, Any]
     if full and gpu:  # the paper network up to full HD
         mode = dict(
             sizes=((32, 32), (210, 160), (480, 640), (1080, 1920)),
@@ -139,6 +140,6 @@ def speed(
         name=name or f"speed-{'full' if full else 'quick'}",
         out=out or RESULTS,
         **mode,
-    )  # type: ignore[arg-type]
+    )
     run(opts)
     typer.echo(f"wrote {opts.out / opts.name}.json and .md")

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +16,7 @@ from avg_rt.config import PRESETS, ConfigError, TrainConfig, to_dict
 Opt = typer.Option
 
 
-def resolve_config(preset: str, **overrides: object) -> TrainConfig:
+def resolve_config(preset: str, **overrides: Any) -> TrainConfig:
     """The preset with every override that is not None applied."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def check_game(game: str) -> None:
         )
 
 
-def _ale(game: str, seed: int):  # type: ignore[no-untyped-def]
+def _ale(game: str, seed: int) -> Any:  # an ale_py.ALEInterface
     import ale_py
     import ale_py.roms
 
@@ -58,7 +58,9 @@ def _ale(game: str, seed: int):  # type: ignore[no-untyped-def]
     ale = ale_py.ALEInterface()
     ale.setInt("random_seed", seed)
     ale.setFloat("repeat_action_probability", 0.0)  # our policy decides; deterministic replay
-    ale.loadROM(ale_py.roms.get_rom_path(game))
+    rom = ale_py.roms.get_rom_path(game)
+    assert rom is not None  # check_game() above refused unknown games
+    ale.loadROM(rom)
     return ale
 
 

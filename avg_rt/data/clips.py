@@ -113,7 +113,7 @@ def test_clips(
     Returns (name, history (history_len, H, W, 3), truth (s, H, W, 3)) with s <= `steps` (as
     many ground-truth frames as the video has).
     """
-    out = []
+    out: list[tuple[str, np.ndarray, np.ndarray]] = []
     for v in videos:
         if len(out) == n:
             break

@@ -123,9 +123,9 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in ("RGB", "L", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-            return np.asarray(im)
+            if im.mode in ("RGB", "L", "RGBA"):
+                return np.asarray(im)
+            return np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB"))
     except (OSError, UnidentifiedImageError, SyntaxError) as e:
         raise DataError(path, f"unreadable image ({e})") from None
 

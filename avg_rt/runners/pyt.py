@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -44,6 +45,7 @@ class TorchRunner:
         self.graph_safe = not compile  # eager steps can be captured as CUDA graphs
         self.history_len = model.cfg.history_len if isinstance(model, Generator) else 0
         self.model: Generator | None = None
+        self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # model or compiled
 
     def __enter__(self) -> Self:
         if isinstance(self.source, Generator):
@@ -53,7 +55,7 @@ class TorchRunner:
 
             model, _ = load_generator(self.source, self.device)
         if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.history_len = model.cfg.history_len
         self._forward = torch.compile(model) if self.compile else model
@@ -66,7 +68,7 @@ class TorchRunner:
     @torch.inference_mode()
     def predict(self, history: torch.Tensor) -> torch.Tensor:
         """See `avg_rt.runners.Runner.predict`."""
-        assert self.model is not None, "use the runner inside a `with` block"
+        assert self._forward is not None, "use the runner inside a `with` block"
         amp = (
             torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
             if self.amp != "none"
