@@ -55,6 +55,7 @@ class TorchRunner:
 
             model, _ = load_generator(self.source, self.device)
         if self.channels_last:
+            # torch's stubs lack Module.to(memory_format=...), which exists and is documented.
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.history_len = model.cfg.history_len
