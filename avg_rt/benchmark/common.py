@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from avg_rt.files import atomic_write_text
+
 # Default output folder: benchmarks/results of the source checkout.
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -90,7 +92,7 @@ def save(name: str, payload: dict[str, Any], table: str, out: Path = RESULTS) ->
     """Write <out>/<name>.json and <out>/<name>.md (the table plus how it was made)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n", overwrite=True)
     env = payload["environment"]
     where = env["gpu"] or env["cpu"]
     md = (
@@ -98,5 +100,5 @@ def save(name: str, payload: dict[str, Any], table: str, out: Path = RESULTS) ->
         f"{env['onnxruntime']}), commit {env['commit']}, {env['date']}, with "
         f"`{env['command']}`.\n"
     )
-    (out / f"{name}.md").write_text(md)
+    atomic_write_text(out / f"{name}.md", md, overwrite=True)
     return path

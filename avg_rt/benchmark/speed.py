@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from avg_rt import checkpoint
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, save, timed
 from avg_rt.config import PRESETS
 from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.to_onnx import save_onnx, to_onnx
@@ -50,28 +50,20 @@ class SpeedOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def step_latencies(runner: Runner, x: torch.Tensor, repeats: int) -> list[float]:
     """Seconds per `predict`, after 3 warm-up calls; CUDA events on GPU."""
+    if runner.device.type != "cuda":
+        return timed(lambda: runner.predict(x), runner.device, repeats, warmup=3)
     for _ in range(3):
         runner.predict(x)
     out = []
     for _ in range(repeats):
-        if runner.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            runner.predict(x)
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            runner.predict(x)
-            out.append(time.perf_counter() - t0)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        runner.predict(x)
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) / 1e3)
     return out
 
 
@@ -80,15 +72,14 @@ def peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) -> floa
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
     reps = 20 if device.type == "cuda" else 5
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+    def products() -> None:
+        for _ in range(reps):
+            a @ b
+
+    (seconds,) = timed(products, device, 1, warmup=1)
+    return 2 * n**3 * reps / seconds
 
 
 def runners(
@@ -150,14 +141,8 @@ def measure(
     lat = step_latencies(runner, x, opts.repeats)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    rollout(runner, hist, opts.steps, **how)  # warm-up (and graph capture)
-    times = []
-    for _ in range(3):
-        _sync(dev)
-        t0 = time.perf_counter()
-        rollout(runner, hist, opts.steps, **how)
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
+    # One warm-up rollout (and graph capture), then the median of 3.
+    times = timed(lambda: rollout(runner, hist, opts.steps, **how), dev, 3, warmup=1)
     seconds = float(np.median(times))
     median = float(np.median(lat))
     return {
@@ -199,14 +184,12 @@ def training_speed(opts: SpeedOptions, device: torch.device) -> list[dict[str, A
         opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.SGD(D.parameters(), lr=0.02)
         batch = clips_to_model(sampler.sample(8), device)
 
-        for i in range(opts.train_steps + 1):  # step 0 warms up
-            if i == 1:
-                _sync(device)
-                t0 = time.perf_counter()
-            d_step(G, D, opt_d, *batch, cfg)
-            g_step(G, D, opt_g, *batch, cfg)
-        _sync(device)
-        sps = opts.train_steps / (time.perf_counter() - t0)
+        def step() -> None:  # timed within this iteration, so the late binding is safe
+            d_step(G, D, opt_d, *batch, cfg)  # noqa: B023
+            g_step(G, D, opt_g, *batch, cfg)  # noqa: B023
+
+        times = timed(step, device, opts.train_steps, warmup=1)
+        sps = len(times) / sum(times)
         rows.append(
             {
                 "what": f"training steps, {preset} preset, adversarial, batch 8",
