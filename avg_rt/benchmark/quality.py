@@ -12,7 +12,6 @@ equals the last input (the game's intro and pauses) are left out: there is nothi
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,13 +107,14 @@ def _scores(preds: torch.Tensor, truth: torch.Tensor, last: torch.Tensor) -> dic
 
 def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
     """Mean, 95% CI and count over clips at each step (NaN: no moving pixels, left out)."""
-    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps give NaN, as they should
     agg = {}
     for k, v in scores.items():
         v = np.minimum(v, DB_CAP) if k.startswith(("psnr", "sharp_diff")) else v
         n = np.sum(~np.isnan(v), axis=0)
-        mean = np.nanmean(v, axis=0)
-        ci = 1.96 * np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.maximum(n, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps give NaN, rightly
+            mean = np.nanmean(v, axis=0)
+            ci = 1.96 * np.nanstd(v, axis=0, ddof=1) / np.sqrt(np.maximum(n, 1))
         agg[k] = {"mean": mean.tolist(), "ci95": ci.tolist(), "n": n.tolist()}
     return agg
 
@@ -205,8 +205,8 @@ def _plots(report: dict[str, Any], stem: Path) -> None:
     ):
         curves = {}
         for variant, title in ((metric, "all pixels"), (f"{metric}_moving", "moving pixels")):
-            curves[f"{label}, {title}"] = {
-                name: [v if math.isfinite(v) else float("nan") for v in res[variant]["mean"]]
+            curves[f"{label}, {title}"] = {  # capped means: finite, or NaN (a gap)
+                name: res[variant]["mean"]
                 for name, res in report["results"].items()
                 if variant in res
             }
