@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -104,6 +103,7 @@ def train(
     resolve_device(cfg.device)
 
     from avg_rt.data.sources import load_videos, open_source
+    from avg_rt.train.distributed import from_env
     from avg_rt.train.loop import train as run
 
     train_dir = data / "Train" if (data / "Train").is_dir() else data
@@ -112,7 +112,7 @@ def train(
     min_frames = cfg.model.history_len + 1
     videos = load_videos(open_source(train_dir), min_frames, cache)
     test_videos = load_videos(open_source(test_dir), min_frames, cache) if test_dir else []
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks
+    main = from_env().is_main  # under torchrun, rank 0 speaks
     if main:
         typer.echo(
             f"{len(videos)} training videos ({sum(len(v.frames) for v in videos)} "
