@@ -46,6 +46,7 @@ class RolloutOptions:
     start: int = 0
     backend: str = "auto"
     device: str = "cpu"
+    tf32: bool = False  # CUDA float32 convolutions in TF32 (torch and onnxruntime)
     batch: int = 8
     format: str = "gif"  # gif, mp4 or png (frames only)
     fps: float = 8.0
@@ -170,7 +171,7 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
     skipped: list[dict[str, str]] = []
     results: list[VideoResult] = []
     with (
-        open_runner(opts.model, opts.backend, opts.device) as runner,
+        open_runner(opts.model, opts.backend, opts.device, opts.tf32) as runner,
         atomic_path(opts.out, opts.overwrite) as tmp,
         Progress(disable=not progress) as bar,
     ):

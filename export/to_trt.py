@@ -3,7 +3,9 @@
 Networks are created strongly typed: TensorRT 11 has no other kind (its FP16 builder flag is
 gone) and TensorRT 10 honours the graph's types only with the STRONGLY_TYPED flag. So an FP16
 engine comes from the FP16 ONNX graph, never from a builder flag, and the same file builds the
-same engine on both versions. `tensorrt` is imported only here and in `runners/trt.py`.
+same engine on both versions. TF32, which TensorRT allows for float32 layers by default, is
+switched off too: an FP32 engine computes in IEEE float32, as its name and its parity check
+against PyTorch (1e-4) say. `tensorrt` is imported only here and in `runners/trt.py`.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def build_engine(
         raise ExportError(onnx_path, f"TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    config.clear_flag(trt.BuilderFlag.TF32)  # on by default in TensorRT 10 and 11
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, *(ranges.shape(w, channels) for w in ("min", "opt", "max")))
     config.add_optimization_profile(profile)

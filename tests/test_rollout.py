@@ -143,12 +143,19 @@ def test_rollout_cli_errors(small_checkpoint, video_dir, tmp_path):
             str(tmp_path / "o4"),
         )
         assert r.exit_code == 1 and ("CUDA only" in r.output or "not installed" in r.output)
-    assert not any((tmp_path / f"o{i}").exists() for i in (2, 3, 4))
+    (tmp_path / "g.plan").write_bytes(b"x")
+    r = run("--model", str(tmp_path / "g.plan"), "--tf32", "--out", str(tmp_path / "o5"))
+    assert r.exit_code == 1 and "TF32 is not a runtime choice" in r.output
+    assert not any((tmp_path / f"o{i}").exists() for i in (2, 3, 4, 5))
 
 
 def test_rollout_cli_onnx_matches_checkpoint(small_checkpoint, onnx_files, video_dir, tmp_path):
     outs = {}
-    for name, model in (("torch", small_checkpoint), ("onnx", onnx_files["fp32"])):
+    # --tf32 only matters on CUDA; here it must reach the runner and its report.
+    for name, model, flags in (
+        ("torch", small_checkpoint, []),
+        ("onnx", onnx_files["fp32"], ["--tf32"]),
+    ):
         outs[name] = tmp_path / name
         r = cli.invoke(
             app,
@@ -162,9 +169,12 @@ def test_rollout_cli_onnx_matches_checkpoint(small_checkpoint, onnx_files, video
                 "--steps",
                 "6",
                 "--no-progress",
+                *flags,
             ],
         )
         assert r.exit_code == 0, r.output
     a = json.loads((outs["torch"] / "metrics.json").read_text())["videos"][0]["metrics"]
-    b = json.loads((outs["onnx"] / "metrics.json").read_text())["videos"][0]["metrics"]
+    report = json.loads((outs["onnx"] / "metrics.json").read_text())
+    assert report["backend"] == "onnxrt-cpu-tf32"
+    b = report["videos"][0]["metrics"]
     np.testing.assert_allclose(a["psnr"], b["psnr"], atol=1e-3)

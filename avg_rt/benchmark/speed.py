@@ -97,6 +97,7 @@ def runners(
         return
     yield TorchRunner(ckpt, device), {"cuda_graph": False}
     yield TorchRunner(ckpt, device), {"cuda_graph": True}
+    yield TorchRunner(ckpt, device, tf32=True), {"cuda_graph": True}
     yield TorchRunner(ckpt, device, channels_last=True, amp="fp16"), {"cuda_graph": True}
     yield TorchRunner(ckpt, device, amp="bf16"), {"cuda_graph": True}
     yield TorchRunner(ckpt, device, compile=True, channels_last=True), {"cuda_graph": False}

@@ -32,6 +32,14 @@ def rollout(
         str, Opt(help="auto (from the model file), torch, onnxruntime or tensorrt.")
     ] = "auto",
     device: DeviceOpt = "cpu",
+    tf32: Annotated[
+        bool,
+        Opt(
+            "--tf32",
+            help="On CUDA, let torch and onnxruntime run float32 convolutions in TF32: faster "
+            "on Ampere and newer GPUs, ~1e-3 less exact.",
+        ),
+    ] = False,
     batch: Annotated[int, Opt(help="Videos of the same size rolled out together.")] = 8,
     format: Annotated[
         str, Opt(help="Comparison animation: gif, mp4, or png (frames only).")
@@ -57,6 +65,7 @@ def rollout(
             start=start,
             backend=backend,
             device=device,
+            tf32=tf32,
             batch=batch,
             format=format,
             overwrite=overwrite,

@@ -29,13 +29,27 @@ class OnnxRuntimeRunner:
     On CPU, tensors go through numpy without copies. On CUDA, I/O binding hands onnxruntime
     the torch tensors' device pointers, so a rollout never leaves the GPU; the output is a
     torch tensor allocated here and reused on each call of the same shape.
+
+    The CUDA provider computes float32 convolutions in IEEE float32 unless `tf32=True` (its own
+    default is TF32, off the FP32 parity limit by ~50x; see `TorchRunner`).
     """
 
-    def __init__(self, path: str | Path, device: torch.device | str = "cpu", threads: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        device: torch.device | str = "cpu",
+        threads: int = 0,
+        tf32: bool = False,
+    ):
         self.path = Path(path)
         self.device = torch.device(device)
         self.threads = threads
-        self.name = f"onnxrt-{self.device.type}" + ("-fp16" if ".fp16." in self.path.name else "")
+        self.tf32 = tf32
+        self.name = (
+            f"onnxrt-{self.device.type}"
+            + ("-fp16" if ".fp16." in self.path.name else "")
+            + ("-tf32" if tf32 else "")
+        )
         self.history_len = 0
         self.own_thread_pool = True  # onnxruntime computes on its own threads, not torch's
         self.session: Any = None
@@ -48,13 +62,8 @@ class OnnxRuntimeRunner:
         opts.log_severity_level = 3
         # Spinning worker threads would compete with torch's window updates between steps.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.device.type == "cuda":
-            cuda = {"device_id": self.device.index or 0}
-            providers: list[Any] = [("CUDAExecutionProvider", cuda)]
-        else:
-            providers = ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers())
         except Exception as e:  # onnxruntime raises its own exception types
             problem = f"onnxruntime cannot load it ({e})".splitlines()[0]
             raise RunnerError(self.path, problem) from None
@@ -72,6 +81,13 @@ class OnnxRuntimeRunner:
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         return self
+
+    def providers(self) -> list[Any]:
+        """The execution providers, with their options, that the session is created with."""
+        if self.device.type == "cpu":
+            return ["CPUExecutionProvider"]
+        cuda = {"device_id": self.device.index or 0, "use_tf32": int(self.tf32)}
+        return [("CUDAExecutionProvider", cuda)]
 
     def __exit__(self, *exc: object) -> None:
         self.session = None

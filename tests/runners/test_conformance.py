@@ -129,6 +129,72 @@ def test_tensorrt_without_gpu_is_one_clear_error(tmp_path):
             pass
 
 
+@pytest.mark.parametrize("tf32", [False, True])
+def test_torch_runner_sets_cudnn_tf32_only_inside_predict(small_checkpoint, tf32):
+    """PyTorch lets cuDNN use TF32 by default; FP32 runners switch it off for their forward."""
+    seen = []
+    before = torch.backends.cudnn.allow_tf32
+    with TorchRunner(small_checkpoint, tf32=tf32) as runner:
+        assert runner.model is not None
+        runner.model.register_forward_pre_hook(
+            lambda *_: seen.append(torch.backends.cudnn.allow_tf32)
+        )
+        runner.predict(random_history((1, 12, 32, 32), 0))
+    assert seen == [tf32] and torch.backends.cudnn.allow_tf32 == before
+    assert runner.name == ("torch-cpu-tf32" if tf32 else "torch-cpu")
+
+
+def test_onnxruntime_cuda_provider_tf32_option(onnx_files):
+    """onnxruntime's CUDA provider defaults to TF32; FP32 runners ask for IEEE float32."""
+    strict = OnnxRuntimeRunner(onnx_files["fp32"], "cuda:1").providers()
+    assert strict == [("CUDAExecutionProvider", {"device_id": 1, "use_tf32": 0})]
+    fast = OnnxRuntimeRunner(onnx_files["fp32"], "cuda", tf32=True)
+    assert fast.providers()[0][1]["use_tf32"] == 1 and fast.name == "onnxrt-cuda-tf32"
+    assert OnnxRuntimeRunner(onnx_files["fp32"]).providers() == ["CPUExecutionProvider"]
+
+
+def test_tf32_is_refused_for_tensorrt_plans(tmp_path):
+    plan = tmp_path / "generator.plan"
+    plan.write_bytes(b"x")
+    with pytest.raises(RunnerError, match="TF32 is not a runtime choice"):
+        open_runner(plan, tf32=True)
+
+
+def test_tf32_rounding_would_break_fp32_parity(monkeypatch):
+    """Why FP32 runners refuse TF32: rounding every convolution's inputs and weights to TF32's
+    10 mantissa bits (what Ampere tensor cores do) moves one step of the shipped model by
+    ~5e-3 on CPU too, 50x the 1e-4 limit."""
+
+    def tf32(t: torch.Tensor) -> torch.Tensor:  # round to nearest, 13 low mantissa bits cleared
+        bits = t.contiguous().view(torch.int32)
+        return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+    gen, _ = load_generator(SHIPPED)
+    x = random_history((1, 12, 210, 160), 1)
+    with torch.inference_mode():
+        ref = gen(x)
+        conv = torch.nn.Conv2d._conv_forward
+        monkeypatch.setattr(
+            torch.nn.Conv2d, "_conv_forward", lambda m, i, w, b: conv(m, tf32(i), tf32(w), b)
+        )
+        rounded = gen(x)
+    assert 1e-3 < (rounded - ref).abs().max().item() < 2e-2
+
+
+@needs_cuda
+def test_cuda_fp32_is_ieee_and_tf32_is_opt_in():
+    """On Ampere and newer GPUs TF32 moves the trained model's output well past the FP32
+    limit (5e-3 when emulated on CPU); the default runner stays within it."""
+    x = random_history((1, 12, 210, 160), 1)
+    with TorchRunner(SHIPPED) as cpu:
+        ref = cpu.predict(x).clone()
+    with TorchRunner(SHIPPED, "cuda") as strict:
+        assert (strict.predict(x.cuda()).cpu() - ref).abs().max().item() < 1e-4
+    if torch.cuda.get_device_capability()[0] >= 8:
+        with TorchRunner(SHIPPED, "cuda", tf32=True) as fast:
+            assert (fast.predict(x.cuda()).cpu() - ref).abs().max().item() > 1e-4
+
+
 @needs_cuda
 def test_cuda_graph_rollout_equals_eager(small_checkpoint):
     hist = random_history((2, 4, 3, 64, 48), seed=3).cuda()
