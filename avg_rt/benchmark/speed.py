@@ -104,8 +104,9 @@ def runners(
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        yield OnnxRuntimeRunner(fp32, device), {}
-        yield OnnxRuntimeRunner(fp16, device), {}
+        for path in (fp32, fp16):
+            yield OnnxRuntimeRunner(path, device), {}
+            yield OnnxRuntimeRunner(path, device, cuda_graph=True), {"cuda_graph": True}
     if importlib.util.find_spec("tensorrt") is not None:
         from avg_rt.export.to_trt import build_engine
         from avg_rt.runners.trt import TensorRTRunner

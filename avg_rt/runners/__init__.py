@@ -51,9 +51,10 @@ def open_runner(
     """A runner for a model file (not yet entered).
 
     `backend="auto"` follows the file: a training checkpoint (.pt, .pth) runs on torch, an ONNX
-    file on onnxruntime, a TensorRT plan (.plan, .engine) on TensorRT. `tf32` lets torch and
-    onnxruntime run float32 convolutions in TF32 on CUDA (faster on Ampere and newer, ~1e-3
-    less exact); a TensorRT engine's precision was fixed when it was built.
+    file on onnxruntime (with its CUDA graphs on CUDA), a TensorRT plan (.plan, .engine) on
+    TensorRT. `tf32` lets torch and onnxruntime run float32 convolutions in TF32 on CUDA
+    (faster on Ampere and newer, ~1e-3 less exact); a TensorRT engine's precision was fixed
+    when it was built.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,7 +83,7 @@ def open_runner(
         case "onnxruntime":
             from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 
-            return OnnxRuntimeRunner(path, dev, tf32=tf32)
+            return OnnxRuntimeRunner(path, dev, tf32=tf32, cuda_graph=dev.type == "cuda")
         case "tensorrt":
             if tf32:
                 raise RunnerError(path, "TF32 is not a runtime choice for a TensorRT engine")

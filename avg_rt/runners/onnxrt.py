@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -23,12 +25,28 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
+@dataclass
+class _Bound:
+    """A session for one input shape, bound once to fixed device buffers."""
+
+    session: Any
+    io: Any
+    input: torch.Tensor
+    output: torch.Tensor
+
+
 class OnnxRuntimeRunner:
     """Runs an avg-rt ONNX file with onnxruntime.
 
     On CPU, tensors go through numpy without copies. On CUDA, I/O binding hands onnxruntime
     the torch tensors' device pointers, so a rollout never leaves the GPU; the output is a
     torch tensor allocated here and reused on each call of the same shape.
+
+    `cuda_graph=True` (CUDA only) uses onnxruntime's own CUDA graphs: for each input shape a
+    second session is made with that shape fixed (so its shape arithmetic folds away and every
+    node runs on the CUDA provider, which graph capture requires) and bound once to fixed input
+    and output buffers; each call copies the history into the input buffer and replays. If
+    onnxruntime cannot do it for a shape, the runner warns and runs that shape without.
 
     The CUDA provider computes float32 convolutions in IEEE float32 unless `tf32=True` (its own
     default is TF32, off the FP32 parity limit by ~50x; see `TorchRunner`).
@@ -40,11 +58,13 @@ class OnnxRuntimeRunner:
         device: torch.device | str = "cpu",
         threads: int = 0,
         tf32: bool = False,
+        cuda_graph: bool = False,
     ):
         self.path = Path(path)
         self.device = torch.device(device)
         self.threads = threads
         self.tf32 = tf32
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self.name = (
             f"onnxrt-{self.device.type}"
             + ("-fp16" if ".fp16." in self.path.name else "")
@@ -54,16 +74,11 @@ class OnnxRuntimeRunner:
         self.own_thread_pool = True  # onnxruntime computes on its own threads, not torch's
         self.session: Any = None
         self._out: torch.Tensor | None = None
+        self._graphs: dict[tuple[int, ...], _Bound | None] = {}  # None: not possible
 
     def __enter__(self) -> Self:
-        ort = import_onnxruntime()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.log_severity_level = 3
-        # Spinning worker threads would compete with torch's window updates between steps.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers())
+            self.session = self._session()
         except Exception as e:  # onnxruntime raises its own exception types
             problem = f"onnxruntime cannot load it ({e})".splitlines()[0]
             raise RunnerError(self.path, problem) from None
@@ -82,16 +97,33 @@ class OnnxRuntimeRunner:
         self.output_name = self.session.get_outputs()[0].name
         return self
 
-    def providers(self) -> list[Any]:
-        """The execution providers, with their options, that the session is created with."""
+    def providers(self, cuda_graph: bool = False) -> list[Any]:
+        """The execution providers, with their options, that a session is created with."""
         if self.device.type == "cpu":
             return ["CPUExecutionProvider"]
         cuda = {"device_id": self.device.index or 0, "use_tf32": int(self.tf32)}
+        if cuda_graph:
+            cuda["enable_cuda_graph"] = 1
         return [("CUDAExecutionProvider", cuda)]
+
+    def _session(self, shape: tuple[int, ...] | None = None, cuda_graph: bool = False) -> Any:
+        """A session for any input shape, or with the symbolic dimensions fixed to `shape`'s."""
+        ort = import_onnxruntime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        # Spinning worker threads would compete with torch's window updates between steps.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if shape is not None:
+            for dim, size in zip(self.session.get_inputs()[0].shape, shape):
+                if isinstance(dim, str):  # "batch", "height", "width"
+                    opts.add_free_dimension_override_by_name(dim, size)
+        return ort.InferenceSession(str(self.path), opts, providers=self.providers(cuda_graph))
 
     def __exit__(self, *exc: object) -> None:
         self.session = None
         self._out = None
+        self._graphs.clear()
 
     def predict(self, history: torch.Tensor) -> torch.Tensor:
         """See `avg_rt.runners.Runner.predict`."""
@@ -99,22 +131,49 @@ class OnnxRuntimeRunner:
         if self.device.type == "cpu":
             out = self.session.run([self.output_name], {self.input_name: history.numpy()})[0]
             return torch.from_numpy(out)
-        b, _, h, w = history.shape
-        if self._out is None or self._out.shape != (b, 3, h, w):
-            self._out = torch.empty(b, 3, h, w, device=self.device)
-        io = self.session.io_binding()
-        index = self.device.index or 0
-        io.bind_input(
-            self.input_name, "cuda", index, np.float32, tuple(history.shape), history.data_ptr()
-        )
-        io.bind_output(
-            self.output_name,
-            "cuda",
-            index,
-            np.float32,
-            tuple(self._out.shape),
-            self._out.data_ptr(),
-        )
-        torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch
+        shape = tuple(history.shape)
+        graph = self._graph(shape) if self.cuda_graph else None
+        if graph is not None:
+            graph.input.copy_(history)
+            torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch
+            graph.session.run_with_iobinding(graph.io)
+            return graph.output
+        if self._out is None or self._out.shape[0] != shape[0] or self._out.shape[2:] != shape[2:]:
+            self._out = torch.empty(shape[0], 3, *shape[2:], device=self.device)
+        io = self._bind(self.session, history, self._out)
+        torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(io)
         return self._out
+
+    def _bind(self, session: Any, history: torch.Tensor, out: torch.Tensor) -> Any:
+        """I/O binding of `session` to the device buffers of `history` and `out`."""
+        io = session.io_binding()
+        index = self.device.index or 0
+        for bind, name, t in (
+            (io.bind_input, self.input_name, history),
+            (io.bind_output, self.output_name, out),
+        ):
+            bind(name, "cuda", index, np.float32, tuple(t.shape), t.data_ptr())
+        return io
+
+    def _graph(self, shape: tuple[int, ...]) -> _Bound | None:
+        """The CUDA-graph session for `shape`, made on first use; None if not possible."""
+        if shape not in self._graphs:
+            self._graphs.clear()  # one shape at a time: a rollout keeps its shape
+            inp = torch.zeros(shape, device=self.device)
+            out = torch.empty(shape[0], 3, *shape[2:], device=self.device)
+            torch.cuda.current_stream(self.device).synchronize()  # onnxruntime's own stream
+            try:
+                session = self._session(shape, cuda_graph=True)
+                bound = _Bound(session, self._bind(session, inp, out), inp, out)
+                for _ in range(2):  # a regular run, then the capture: failures show here
+                    session.run_with_iobinding(bound.io)
+                self._graphs[shape] = bound
+            except Exception as e:  # onnxruntime raises its own exception types
+                problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+                warnings.warn(
+                    f"onnxruntime CUDA graph not possible for {shape}, running without: {problem}",
+                    stacklevel=3,
+                )
+                self._graphs[shape] = None
+        return self._graphs[shape]

@@ -153,6 +153,33 @@ def test_onnxruntime_cuda_provider_tf32_option(onnx_files):
     assert OnnxRuntimeRunner(onnx_files["fp32"]).providers() == ["CPUExecutionProvider"]
 
 
+def test_onnxruntime_fixed_shape_session(onnx_files):
+    """The sessions behind onnxruntime's CUDA graphs fix the symbolic dimensions (so the shape
+    arithmetic folds away); here on CPU: the same output up to rounding (4e-8), and another
+    shape is refused."""
+    import numpy as np
+
+    x = random_history((2, 12, 32, 40), 5)
+    with OnnxRuntimeRunner(onnx_files["fp32"]) as runner:
+        fixed = runner._session(tuple(x.shape))
+        out = fixed.run(None, {runner.input_name: x.numpy()})[0]
+        np.testing.assert_allclose(out, runner.predict(x).numpy(), rtol=0, atol=1e-6)
+        with pytest.raises(Exception, match="dimension"):
+            fixed.run(None, {runner.input_name: random_history((1, 12, 32, 40), 5).numpy()})
+
+
+@needs_ort_cuda
+def test_onnxruntime_cuda_graph_equals_eager(onnx_files, recwarn):
+    hist = random_history((2, 4, 3, 64, 48), seed=3).cuda()
+    with OnnxRuntimeRunner(onnx_files["fp32"], "cuda") as eager_runner:
+        eager = rollout(eager_runner, hist, steps=6)
+    with OnnxRuntimeRunner(onnx_files["fp32"], "cuda", cuda_graph=True) as runner:
+        graph = rollout(runner, hist, steps=6)
+        assert runner._graphs[(2, 12, 64, 48)] is not None  # captured, no fallback
+    assert not [w for w in recwarn if "CUDA graph" in str(w.message)]
+    torch.testing.assert_close(graph, eager)
+
+
 def test_tf32_is_refused_for_tensorrt_plans(tmp_path):
     plan = tmp_path / "generator.plan"
     plan.write_bytes(b"x")
