@@ -97,9 +97,11 @@ def random_history(
     return ((smooth + fine) * 2 / 1.1 - 1).clamp(-1, 1).reshape(*shape).to(device)
 
 
-def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """Max and mean absolute difference, and PSNR in dB (mean over the batch)."""
     a, b = a.float().cpu(), b.float().cpu()
-    return (a - b).abs().max().item(), psnr(to_unit(a), to_unit(b)).mean().item()
+    d = (a - b).abs()
+    return d.max().item(), d.mean().item(), psnr(to_unit(a), to_unit(b)).mean().item()
 
 
 def verify(
@@ -111,21 +113,26 @@ def verify(
     precision: str,
     artefact: str,
     seed: int = 0,
+    history: torch.Tensor | None = None,
 ) -> Report:
     """Compare entered runners on single steps at `shapes` ((B, C, H, W) each) and on a
-    `steps`-step rollout from a random history of `rollout_shape`, teacher-forced and free."""
+    `steps`-step rollout of `rollout_shape`, teacher-forced and free, from a random history or
+    from `history` ((B, T, 3, H, W) of that size, e.g. real frames)."""
     checks = []
     step_tol = TOLERANCES[(precision, "step")]
     for i, shape in enumerate(shapes):
         x = random_history(shape, seed + i)
         ref = reference.predict(x.to(reference.device)).clone()
         out = candidate.predict(x.to(candidate.device))
-        max_abs, db = _diff(out, ref)
+        max_abs, _, db = _diff(out, ref)
         checks.append(
             Check("step", tuple(shape), max_abs, db, str(step_tol), step_tol.passes(max_abs, db))
         )
     b, c, h, w = rollout_shape
-    hist = random_history((b, c // 3, 3, h, w), seed + len(shapes))
+    if history is None:
+        hist = random_history((b, c // 3, 3, h, w), seed + len(shapes))
+    else:
+        hist = history.float().cpu()
     ref_roll = rollout(reference, hist.to(reference.device), steps).cpu()
     out_roll = rollout(candidate, hist.to(candidate.device), steps).cpu()
     trajectory = torch.cat([hist, ref_roll.clamp(-1, 1)], dim=1)  # PyTorch's own windows
@@ -133,10 +140,12 @@ def verify(
     forced, free = [], []
     for t in range(steps):
         window = trajectory[:, t + hist.shape[1] - n : t + hist.shape[1]].reshape(b, c, h, w)
-        max_abs, db = _diff(candidate.predict(window.to(candidate.device)), ref_roll[:, t])
-        forced.append({"step": t + 1, "max_abs": max_abs, "psnr": db})
-        max_abs, db = _diff(out_roll[:, t], ref_roll[:, t])
-        free.append({"step": t + 1, "max_abs": max_abs, "psnr": db})
+        for per_step, out in (
+            (forced, candidate.predict(window.to(candidate.device))),
+            (free, out_roll[:, t]),
+        ):
+            max_abs, mean_abs, db = _diff(out, ref_roll[:, t])
+            per_step.append({"step": t + 1, "max_abs": max_abs, "mean_abs": mean_abs, "psnr": db})
     for kind, per_step, tol in (
         ("forced", forced, step_tol),
         ("rollout", free, TOLERANCES[(precision, "rollout")]),

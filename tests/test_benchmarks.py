@@ -84,3 +84,22 @@ def test_rollout_overhead_script(small_checkpoint, tmp_path):
     assert [r["runner"] for r in rows][:3] == ["torch-cpu", "onnxrt-cpu", "onnxrt-cpu-fp16"]
     assert all(r["ratio"] > 0 and r["single_ms"] > 0 for r in rows)
     assert "| torch-cpu |" in (tmp_path / "o.md").read_text()
+
+
+def test_parity_script(small_checkpoint, tmp_path):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "parity.py"
+    args = ["--checkpoint", str(small_checkpoint), "--episodes", "1", "--start", "2"]
+    args += ["--steps", "3", "--name", "p", "--out", str(tmp_path)]
+    runpy.run_path(str(script))["main"](args)
+    rows = {r["runner"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+    assert list(rows)[:3] == ["torch-cpu-no-onednn", "onnxrt-cpu", "onnxrt-cpu-fp16"]
+    for name, r in rows.items():
+        for kind in ("forced", "rollout"):
+            assert len(r[kind]["max_abs"]) == len(r[kind]["psnr"]) == 3
+        limit = 1e-4 if r["precision"] == "fp32" else 0.1
+        assert 0 < max(r["forced"]["max_abs"]) < limit, name  # other kernels, same model
+    assert "| onnxrt-cpu |" in (tmp_path / "p.md").read_text()
+    assert (tmp_path / "p.png").stat().st_size > 0
