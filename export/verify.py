@@ -137,7 +137,8 @@ def verify(
     out_roll = rollout(candidate, hist.to(candidate.device), steps).cpu()
     trajectory = torch.cat([hist, ref_roll.clamp(-1, 1)], dim=1)  # PyTorch's own windows
     n = c // 3
-    forced, free = [], []
+    forced: list[dict[str, float]] = []
+    free: list[dict[str, float]] = []
     for t in range(steps):
         window = trajectory[:, t + hist.shape[1] - n : t + hist.shape[1]].reshape(b, c, h, w)
         for per_step, out in (
