@@ -100,6 +100,6 @@ def test_parity_script(small_checkpoint, tmp_path):
         for kind in ("forced", "rollout"):
             assert len(r[kind]["max_abs"]) == len(r[kind]["psnr"]) == 3
         limit = 1e-4 if r["precision"] == "fp32" else 0.1
-        assert 0 < max(r["forced"]["max_abs"]) < limit, name  # other kernels, same model
+        assert max(r["forced"]["max_abs"]) < limit, name  # other kernels, same model
     assert "| onnxrt-cpu |" in (tmp_path / "p.md").read_text()
     assert (tmp_path / "p.png").stat().st_size > 0
