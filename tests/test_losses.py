@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -75,6 +76,41 @@ def test_g_step_leaves_discriminator_unchanged_and_d_step_leaves_generator_uncha
     assert all(torch.equal(a, b) for a, b in zip(g_now, G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
     assert 0 <= logs["d/accuracy"] <= 1
+
+
+def test_loss_scaling_gives_the_same_updates():
+    """FP16 training scales each loss by a power of two before backward and unscales the
+    gradients before the step: the updates equal the unscaled ones (GradScaler on CPU here;
+    training uses it on CUDA with FP16 autocast)."""
+    cfg = TrainConfig(model=SMALL)
+    batch = _batch(cfg)
+    nets = []
+    for scaled in (False, True):
+        torch.manual_seed(0)
+        G, D = Generator(cfg.model), Discriminator(cfg.model)
+        opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
+        opt_d = torch.optim.SGD(D.parameters(), lr=0.02)
+        scalers = [torch.amp.GradScaler("cpu") if scaled else None for _ in range(2)]
+        for _ in range(2):
+            d_step(G, D, opt_d, *batch, cfg, scaler=scalers[0])
+            g_step(G, D, opt_g, *batch, cfg, scaler=scalers[1])
+        nets.append([p.detach() for p in [*G.parameters(), *D.parameters()]])
+        if scaled:  # both scalers took part in both steps, without overflow or backoff
+            assert all(s.state_dict()["_growth_tracker"] == 2 for s in scalers)
+            assert all(s.get_scale() == 2.0**16 for s in scalers)
+    for a, b in zip(*nets):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_steps_under_bf16_autocast():
+    cfg = TrainConfig(model=SMALL)
+    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
+    opt_d = torch.optim.SGD(D.parameters(), lr=0.02)
+    logs = d_step(G, D, opt_d, *_batch(cfg), cfg, autocast=torch.bfloat16)
+    logs |= g_step(G, D, opt_g, *_batch(cfg), cfg, autocast=torch.bfloat16)
+    assert all(math.isfinite(v) for v in logs.values())
+    assert all(p.dtype == torch.float32 for p in G.parameters())  # weights stay FP32
 
 
 def test_generator_loss_weights_and_terms():

@@ -7,7 +7,6 @@ A step is one iteration; the checkpoint's `step` counts completed iterations.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import time
@@ -43,6 +42,27 @@ from avg_rt.runners.pyt import TorchRunner
 CHECKPOINT = "checkpoint.pt"
 
 
+def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on `x`'s device for the forward pass; off when `dtype` is None."""
+    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _update(
+    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Backward and optimizer step, outside autocast. With FP16 autocast a GradScaler scales
+    the loss so that small gradients do not flush to zero in FP16, and skips steps whose
+    gradients overflowed; BF16 has FP32's range and needs none."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
 def d_step(
     G: nn.Module,
     D: nn.Module,
@@ -50,24 +70,26 @@ def d_step(
     hist: torch.Tensor,
     target: torch.Tensor,
     cfg: TrainConfig,
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One discriminator update on a batch; G's predictions are detached.
 
     D (which may be a DDP wrapper) sees real and generated frames in one forward pass, so a
-    distributed D all-reduces its gradients exactly once per step.
+    distributed D all-reduces its gradients exactly once per step. `autocast`: the dtype of
+    the forward pass under autocast (None: float32); `scaler`: see `_update`.
     """
     n, b = cfg.model.n_scales, hist.shape[0]
-    with torch.no_grad():
-        fake = unwrap(G).forward_scales(hist)
-    real = pyramid(target, n)
-    hist_pyr = pyramid(hist, n) if cfg.model.d_conditional else None
-    both = [torch.cat([r, f]) for r, f in zip(real, fake)]  # (2B, 3, h, w): real first
-    logits = D(both, [torch.cat([h, h]) for h in hist_pyr] if hist_pyr else None)
-    logits_real, logits_fake = [z[:b] for z in logits], [z[b:] for z in logits]
-    loss = adversarial_loss(logits_real, real=True) + adversarial_loss(logits_fake, real=False)
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_d.step()
+    with _autocast(hist, autocast):
+        with torch.no_grad():
+            fake = unwrap(G).forward_scales(hist)
+        real = pyramid(target, n)
+        hist_pyr = pyramid(hist, n) if cfg.model.d_conditional else None
+        both = [torch.cat([r, f]) for r, f in zip(real, fake)]  # (2B, 3, h, w): real first
+        logits = D(both, [torch.cat([h, h]) for h in hist_pyr] if hist_pyr else None)
+        logits_real, logits_fake = [z[:b] for z in logits], [z[b:] for z in logits]
+        loss = adversarial_loss(logits_real, real=True) + adversarial_loss(logits_fake, real=False)
+    _update(loss, opt_d, scaler)
     correct = [(z > 0).float().mean() for z in logits_real]
     correct += [(z < 0).float().mean() for z in logits_fake]
     return {"loss/d": loss.item(), "d/accuracy": torch.stack(correct).mean().item()}
@@ -80,25 +102,26 @@ def g_step(
     hist: torch.Tensor,
     target: torch.Tensor,
     cfg: TrainConfig,
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One generator update. D's parameters are frozen, but the adversarial term is
     back-propagated *through* D into G (the TF project's generator never got this gradient).
 
     G may be a DDP wrapper (its gradients are all-reduced once); D is used unwrapped, so it
-    takes no part in G's gradient synchronisation.
+    takes no part in G's gradient synchronisation. `autocast`, `scaler`: as for `d_step`.
     """
     n = cfg.model.n_scales
-    preds = G(hist, all_scales=True)
-    targets = pyramid(target, n)
-    d_logits = None
-    if D is not None:
-        D = unwrap(D)
-        D.requires_grad_(False)
-        d_logits = D(preds, pyramid(hist, n) if cfg.model.d_conditional else None)
-    loss, terms = generator_loss(preds, targets, cfg, d_logits)
-    opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_g.step()
+    with _autocast(hist, autocast):
+        preds = G(hist, all_scales=True)
+        targets = pyramid(target, n)
+        d_logits = None
+        if D is not None:
+            D = unwrap(D)
+            D.requires_grad_(False)
+            d_logits = D(preds, pyramid(hist, n) if cfg.model.d_conditional else None)
+        loss, terms = generator_loss(preds, targets, cfg, d_logits)
+    _update(loss, opt_g, scaler)
     if D is not None:
         D.requires_grad_(True)
     m = frame_metrics(preds[-1].detach(), target)
@@ -189,11 +212,13 @@ def train(
     D = Discriminator(cfg.model).to(device) if cfg.adversarial else None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g)
     opt_d = torch.optim.SGD(D.parameters(), lr=cfg.lr_d) if D is not None else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    autocast = (
-        torch.autocast("cuda", dtype=amp_dtype)
-        if amp_dtype and device.type == "cuda"
-        else contextlib.nullcontext()
+    # Mixed precision on CUDA only; FP16 gradients need loss scaling, one scaler per network.
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    amp = amp if device.type == "cuda" else None
+    scaler_g, scaler_d = (
+        (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda"))
+        if amp == torch.float16
+        else (None, None)
     )
 
     # --- resume -------------------------------------------------------------------------
@@ -215,6 +240,9 @@ def train(
         else:  # another world size: fresh per-rank streams, still reproducible
             rng = sampler.rng = np.random.default_rng([cfg.seed, dist.rank, state["step"]])
         torch.set_rng_state(state["torch_rng"])
+        for scaler, key in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
+            if scaler is not None and key in state:  # FP16 runs keep their loss scale
+                scaler.load_state_dict(state[key])
         step = state["step"]
     G_train = distributed.wrap(G, dist, device)
     D_train = distributed.wrap(D, dist, device) if D is not None else None
@@ -232,6 +260,9 @@ def train(
         }
         if D is not None and opt_d is not None:
             state |= {"discriminator": D.state_dict(), "opt_d": opt_d.state_dict()}
+        for scaler, key in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
+            if scaler is not None:
+                state[key] = scaler.state_dict()
         checkpoint.save(ckpt_path, cfg, step, state)
 
     # --- loop ---------------------------------------------------------------------------
@@ -245,11 +276,9 @@ def train(
             logs: dict[str, float] = {}
             if D_train is not None and opt_d is not None:
                 hist, target = clips_to_model(sampler.sample(cfg.batch), device)
-                with autocast:
-                    logs |= d_step(G, D_train, opt_d, hist, target, cfg)
+                logs |= d_step(G, D_train, opt_d, hist, target, cfg, amp, scaler_d)
             hist, target = clips_to_model(sampler.sample(cfg.batch), device)
-            with autocast:
-                logs |= g_step(G_train, D, opt_g, hist, target, cfg)
+            logs |= g_step(G_train, D, opt_g, hist, target, cfg, amp, scaler_g)
             step += 1
             if after_step:
                 after_step(step, G, D)
