@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from avg_rt.train.loop import train
-from conftest import SMALL
+from conftest import SMALL, needs_cuda
 
 from avg_rt import checkpoint
 from avg_rt.config import PRESETS, ConfigError
@@ -90,3 +90,16 @@ def test_short_training_on_emulator_lowers_loss(atari_dataset, tmp_path):
     )
     assert len(losses) == 60
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+@needs_cuda
+def test_fp16_training_on_cuda_keeps_loss_scales(tiny_dataset, tmp_path):
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, device="cuda", amp="fp16")
+    path = train(cfg, train_v, tmp_path / "run", test_v, progress=False)
+    state = checkpoint.load(path)
+    assert {"scaler_g", "scaler_d"} <= set(state)
+    assert all(torch.isfinite(p).all() for p in state["generator"].values())
+    more = dataclasses.replace(cfg, steps=8)
+    train(more, train_v, tmp_path / "run", test_v, resume=True, progress=False)
+    assert checkpoint.load(path)["step"] == 8
