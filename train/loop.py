@@ -215,11 +215,9 @@ def train(
     # Mixed precision on CUDA only; FP16 gradients need loss scaling, one scaler per network.
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     amp = amp if device.type == "cuda" else None
-    scaler_g, scaler_d = (
-        (torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda"))
-        if amp == torch.float16
-        else (None, None)
-    )
+    fp16 = amp == torch.float16
+    scaler_g = torch.amp.GradScaler("cuda") if fp16 else None
+    scaler_d = torch.amp.GradScaler("cuda") if fp16 and D is not None else None
 
     # --- resume -------------------------------------------------------------------------
     step = 0
