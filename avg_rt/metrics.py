@@ -8,7 +8,8 @@ numbers with `psnr_ours = psnr_tf + 6.02`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -114,6 +115,12 @@ def ssim(
     """
     s = ssim_map(pred, target, sigma)
     return _reduce(s, mask, (pred.shape[-2] - s.shape[-2]) // 2)
+
+
+def finite_or_none(values: Iterable[float]) -> list[float | None]:
+    """Per-step values with the infinite ones (identical frames) as None: valid JSON, and a
+    gap in `avg_rt.visual.plot_per_step`."""
+    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 def moving_mask(last_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.sources import Video, load_video, open_source
 from avg_rt.errors import DataError
 from avg_rt.files import atomic_path, check_writable
-from avg_rt.metrics import PSNR_CONVENTION, SHARP_DIFF_CONVENTION
+from avg_rt.metrics import PSNR_CONVENTION, SHARP_DIFF_CONVENTION, finite_or_none
 from avg_rt.predict import rollout, score
 from avg_rt.runners import Runner, open_runner
 from avg_rt.visual import plot_per_step, side_by_side, write_animation
@@ -70,10 +69,6 @@ def _slug(name: str, taken: set[str]) -> str:
         slug = f"{base}-{i}"
     taken.add(slug)
     return slug
-
-
-def _finite(values: np.ndarray) -> list[float | None]:
-    return [float(v) if math.isfinite(v) else None for v in values]
 
 
 def _write_video(
@@ -131,7 +126,7 @@ def _run_group(
                 frames_to_model(truth[None], runner.device),
                 history[i : i + 1, -1],
             )
-            result.metrics = {k: _finite(a[0]) for k, a in m.items()}
+            result.metrics = {k: finite_or_none(a[0]) for k, a in m.items()}
         _write_video(out / result.folder, windows[i], frames[i], truth, result, opts)
         results.append(result)
     return results

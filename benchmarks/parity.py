@@ -14,7 +14,6 @@ speed benchmark is compared too.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.verify import verify
 
 from avg_rt.benchmark.common import RESULTS, environment, save
-from avg_rt.benchmark.speed import runners
+from avg_rt.benchmark.speed import all_runners
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model
+from avg_rt.metrics import finite_or_none
 from avg_rt.runners import Runner
 from avg_rt.runners.pyt import TorchRunner
 from avg_rt.visual import plot_per_step
@@ -57,13 +56,9 @@ class TorchWithoutOneDNN(TorchRunner):
 def candidates(checkpoint: Path, onnx_dir: Path, h: int, w: int) -> Iterator[Runner]:
     """torch without oneDNN, then the speed benchmark's runners except the reference itself."""
     yield TorchWithoutOneDNN(checkpoint)
-    profile = ShapeRanges(Range(1, 1, 1), Range(h, h, h), Range(w, w, w))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        (onnx_dir / device).mkdir()
-        for runner, _ in runners(checkpoint, onnx_dir / device, torch.device(device), profile):
-            if runner.name != "torch-cpu":
-                yield runner
+    for runner, _ in all_runners(checkpoint, onnx_dir, 1, h, w):
+        if runner.name != "torch-cpu":
+            yield runner
 
 
 def histories(episodes: int, start: int, seed: int) -> list[torch.Tensor]:
@@ -76,10 +71,6 @@ def histories(episodes: int, start: int, seed: int) -> list[torch.Tensor]:
             raise SystemExit(f"episode {episode} ended before frame {start + 4}")
         out.append(frames_to_model(frames[None], "cpu"))  # (1, 4, 3, H, W)
     return out
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         args.out / f"{args.name}.png",
         {
             "free-running PSNR vs torch-cpu (dB)": {
-                r["runner"]: [_finite(x) for x in r["rollout"]["psnr"]] for r in rows
+                r["runner"]: finite_or_none(r["rollout"]["psnr"]) for r in rows
             },
             "teacher-forced PSNR vs torch-cpu (dB)": {
-                r["runner"]: [_finite(x) for x in r["forced"]["psnr"]] for r in rows
+                r["runner"]: finite_or_none(r["forced"]["psnr"]) for r in rows
             },
         },
         title=f"Backend parity, {h}x{w}, worst of {len(hists)} starts",
@@ -172,8 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             "environment": environment(),
             "args": vars(args) | {"checkpoint": str(args.checkpoint), "out": str(args.out)},
             "rows": [  # identical frames (infinite PSNR) as null
-                r | {k: r[k] | {"psnr": [_finite(x) for x in r[k]["psnr"]]} for k in KINDS}
-                for r in rows
+                r | {k: r[k] | {"psnr": finite_or_none(r[k]["psnr"])} for k in KINDS} for r in rows
             ],
         },
         header + "\n".join(table),

@@ -15,31 +15,17 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
-from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.verify import random_history
 
 from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
-from avg_rt.benchmark.speed import runners
+from avg_rt.benchmark.speed import all_runners
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "small" / "checkpoint.pt"
-
-
-def all_runners(
-    checkpoint: Path, onnx_dir: Path, batch: int, h: int, w: int
-) -> Iterator[tuple[Runner, dict[str, Any]]]:
-    """The speed benchmark's runners, CPU ones and then (with a GPU) CUDA ones."""
-    profile = ShapeRanges(Range(batch, batch, batch), Range(h, h, h), Range(w, w, w))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        (onnx_dir / device).mkdir()
-        yield from runners(checkpoint, onnx_dir / device, torch.device(device), profile)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,6 +126,18 @@ def runners(
                 yield TensorRTRunner(plan, device), {"cuda_graph": graph}
 
 
+def all_runners(
+    checkpoint: Path, onnx_dir: Path, batch: int, h: int, w: int
+) -> Iterator[tuple[Runner, dict[str, Any]]]:
+    """`runners` on CPU and then, with a GPU, on CUDA, with TensorRT engines for exactly
+    `batch` x `h` x `w`; their files go to `onnx_dir`/cpu and `onnx_dir`/cuda."""
+    profile = ShapeRanges(Range(batch, batch, batch), Range(h, h, h), Range(w, w, w))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        (onnx_dir / device).mkdir()
+        yield from runners(checkpoint, onnx_dir / device, torch.device(device), profile)
+
+
 def measure(
     runner: Runner,
     how: dict[str, Any],
