@@ -138,8 +138,9 @@ class OnnxRuntimeRunner:
             torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch
             graph.session.run_with_iobinding(graph.io)
             return graph.output
-        if self._out is None or self._out.shape[0] != shape[0] or self._out.shape[2:] != shape[2:]:
-            self._out = torch.empty(shape[0], 3, *shape[2:], device=self.device)
+        out_shape = (shape[0], 3, *shape[2:])
+        if self._out is None or tuple(self._out.shape) != out_shape:
+            self._out = torch.empty(out_shape, device=self.device)
         io = self._bind(self.session, history, self._out)
         torch.cuda.current_stream(self.device).synchronize()
         self.session.run_with_iobinding(io)
