@@ -123,9 +123,23 @@ def finite_or_none(values: Iterable[float]) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in values]
 
 
-def moving_mask(last_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(..., H, W) bool: pixels whose target differs from the last input frame (any channel)."""
-    return (target.float() - last_input.float()).abs().amax(-3) > 0
+def moving_mask(
+    last_input: torch.Tensor, target: torch.Tensor, pred: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(..., H, W) bool: pixels where the target differs from the last input frame (any
+    channel) or, given `pred`, where the prediction does.
+
+    The symmetric form (with `pred`) scores a model on what changes in the truth *and* on
+    what it changed itself, so pixels that it damages while they should have stayed still
+    count against it; the target-only form keeps exactly the pixels where copying the last
+    frame is wrong, which flatters any model. Give `pred` on the 8-bit grid
+    (`avg_rt.data.clips.round_to_8bit`): a change below half a level is not a change in the
+    frames a user gets.
+    """
+    changed = (target.float() - last_input.float()).abs().amax(-3) > 0
+    if pred is not None:
+        changed |= (pred.float() - last_input.float()).abs().amax(-3) > 0
+    return changed
 
 
 PSNR_CONVENTION = "PSNR = 10 log10(1 / MSE) on frames in [0, 1] (TF project's numbers + 6.02 dB)"

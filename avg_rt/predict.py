@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avg_rt.data.clips import frames_to_model, model_to_frames
+from avg_rt.data.clips import frames_to_model, model_to_frames, round_to_8bit
 from avg_rt.metrics import frame_metrics
 from avg_rt.runners import Runner
 
@@ -146,12 +146,12 @@ def score(
     """Per-step metrics of predictions and of the copy-last-frame baseline.
 
     preds (B, S, 3, H, W) and truth (B, S', 3, H, W), S' <= S, and last_input (B, 3, H, W) are
-    model frames in [-1, 1]. Returns {name: (B, S')} for psnr, sharp_diff, ssim and the same
-    with the prefix `baseline_`.
+    model frames in [-1, 1]; predictions are scored as the 8-bit frames a user gets. Returns
+    {name: (B, S')} for psnr, sharp_diff, ssim and the same with the prefix `baseline_`.
     """
     s = truth.shape[1]
     truth = truth.to(preds.device)
-    ours = frame_metrics(preds[:, :s], truth)
+    ours = frame_metrics(round_to_8bit(preds[:, :s]), truth)
     base = frame_metrics(last_input.to(preds.device)[:, None].expand_as(truth), truth)
     out = {k: v.cpu().numpy() for k, v in ours.items()}
     out |= {f"baseline_{k}": v.cpu().numpy() for k, v in base.items()}

@@ -110,3 +110,26 @@ def test_frame_metrics_with_masks_equal_the_single_metrics():
         torch.testing.assert_close(m[name], fn(p, y))
         torch.testing.assert_close(m[f"{name}_moving"], fn(p, y, mask))
         assert not torch.allclose(m[name], m[f"{name}_moving"])
+
+
+def test_symmetric_moving_mask_counts_what_the_prediction_damages():
+    """A sprite moves right by 2 pixels; the prediction moves it correctly but also paints a
+    blotch on the still background. The target-only mask never sees the blotch (it keeps the
+    pixels where copying is wrong); the symmetric mask does, and the PSNR over it drops."""
+    from avg_rt.data.clips import round_to_8bit
+    from avg_rt.metrics import moving_mask
+
+    last = torch.full((1, 3, 16, 16), -1.0)
+    last[..., 4:8, 2:6] = 1.0  # sprite at columns 2..5
+    truth = torch.full_like(last, -1.0)
+    truth[..., 4:8, 4:8] = 1.0  # moved to columns 4..7
+    pred = truth.clone()
+    pred[..., 12:14, 10:12] = 0.0  # a blotch where nothing moves
+    pred = round_to_8bit(pred + 1e-3)  # sub-level noise everywhere rounds away
+    old, sym = moving_mask(last, truth), moving_mask(last, truth, pred)
+    assert old.sum().item() == 4 * 4  # columns 2, 3 (left behind) and 6, 7 (entered)
+    assert sym.sum().item() == 4 * 4 + 2 * 2 and sym[0, 12:14, 10:12].all()
+    assert torch.isinf(psnr(pred, truth, old)).all()  # the old mask calls this perfect
+    assert torch.isfinite(psnr(pred, truth, sym)).all()
+    # Copying the last frame changes nothing itself: both masks agree for it.
+    assert torch.equal(moving_mask(last, truth, last), old)

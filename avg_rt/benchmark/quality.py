@@ -3,11 +3,14 @@
 Data: held-out Ms. Pac-Man episodes played in memory from the emulator with a seed no training
 set uses (training data comes from seed 0), or any folder of videos (`data`). Clips start every
 `stride` frames; from 4 real frames each model predicts `steps` frames recursively. Every step
-is scored on all pixels and on moving pixels only (those whose true frame differs from the last
-input frame: Ms. Pac-Man's static maze would otherwise dominate), with the mean and a 95%
-confidence interval (1.96 standard errors) over clips. PSNR and sharp difference are capped at
-100 dB (identical frames make them infinite) before averaging. Clips whose first target frame
-equals the last input (the game's intro and pauses) are left out: there is nothing to predict.
+is scored on the 8-bit frames a user gets, on all pixels and on moving pixels: those that
+change, relative to the last input frame, in the truth or in the prediction (a symmetric mask:
+a model's damage to still pixels counts), with the mean and a 95% confidence interval (1.96
+standard errors) over clips. PSNR and sharp difference are capped at 100 dB (identical frames
+make them infinite; 98.2 dB is one level of one channel of one pixel off at 210x160) before
+averaging. Clips whose first target frame equals the last input (a paused game) are left
+out: there is nothing to predict. For a checkpoint that keeps its discriminator, D's accuracy
+on 32x32 windows of these clips (real next frames against the model's) is reported too.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 from avg_rt.benchmark.common import RESULTS, environment, save
-from avg_rt.data.clips import frames_to_model, model_to_frames
+from avg_rt.data.clips import frames_to_model, model_to_frames, round_to_8bit
 from avg_rt.data.sources import Video, load_videos, open_source
 from avg_rt.metrics import frame_metrics, moving_mask
 from avg_rt.predict import rollout
@@ -99,9 +102,11 @@ def clips(
 
 
 def _scores(preds: torch.Tensor, truth: torch.Tensor, last: torch.Tensor) -> dict[str, np.ndarray]:
-    """{metric or metric_moving: (N, S)} for model frames in [-1, 1]."""
-    mask = moving_mask(last[:, None].expand_as(truth), truth)
-    scores = frame_metrics(preds, truth, {"": None, "_moving": mask})
+    """{metric or metric_moving: (N, S)} for model frames in [-1, 1], scored as 8-bit frames
+    with the symmetric moving mask."""
+    frames = round_to_8bit(preds)
+    mask = moving_mask(last[:, None].expand_as(truth), truth, frames)
+    scores = frame_metrics(frames, truth, {"": None, "_moving": mask})
     return {k: v.cpu().numpy() for k, v in scores.items()}
 
 
@@ -126,6 +131,9 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     else:
         videos = held_out_videos(opts.episodes, opts.episode_frames, opts.seed)
     history, truth = clips(videos, opts.steps, opts.stride, opts.max_clips)
+    # The GIF shows the clip whose truth moves most (chosen before any model runs).
+    moved = (truth != history[:, -1:]).any(-1).mean(axis=(1, 2, 3))
+    shown = int(np.argmax(moved))
     results: dict[str, dict[str, Any]] = {}
     samples: dict[str, np.ndarray] = {}
     entries = [
@@ -139,10 +147,14 @@ def run(opts: QualityOptions) -> dict[str, Any]:
                 y = frames_to_model(truth[i : i + opts.batch], runner.device)
                 preds = rollout(runner, h, opts.steps)
                 per_batch.append(_scores(preds, y, h[:, -1]))
-                if i == 0 and label != BASELINE:
-                    samples[label] = model_to_frames(preds[0])
+                if i <= shown < i + opts.batch and label != BASELINE:
+                    samples[label] = model_to_frames(preds[shown - i])
         scores = {k: np.concatenate([b[k] for b in per_batch]) for k in per_batch[0]}
         results[label] = _aggregate(scores)
+        if label in opts.models:
+            accuracy = discriminator_accuracy(opts.models[label], history, truth)
+            if accuracy is not None:
+                results[label]["d_accuracy"] = accuracy
     report = {
         "environment": environment(),
         "options": _jsonable(opts),
@@ -150,12 +162,75 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         "videos": [v.name for v in videos],
         "frame_size": list(videos[0].size),
         "db_cap": DB_CAP,
+        "gif_clip": shown,
         "results": results,
+        "versus_copy": versus_copy(results),
     }
     save(opts.name, report, _table(report), opts.out)
     _plots(report, opts.out / opts.name)
-    _gif(samples, truth[0], opts.out / f"{opts.name}.gif")
+    _gif(samples, truth[shown], opts.out / f"{opts.name}.gif")
     return report
+
+
+def discriminator_accuracy(
+    path: Path, history: np.ndarray, truth: np.ndarray, windows: int = 512, seed: int = 0
+) -> dict[str, float] | None:
+    """D's accuracy on `windows` patch-size windows of the clips' first step (real next frame
+    against the model's prediction from the real history), drawn as training draws its clips
+    (movement filter included). None unless `path` is a checkpoint that keeps D."""
+    from avg_rt import checkpoint
+    from avg_rt.data.clips import ClipSampler, clips_to_float
+    from avg_rt.errors import CheckpointError
+    from avg_rt.model import Discriminator, Generator
+    from avg_rt.train.loop import d_accuracy
+
+    try:
+        state = checkpoint.load(path)
+    except CheckpointError:
+        return None  # an ONNX file or an engine
+    if "discriminator" not in state:
+        return None
+    cfg = state["config"]
+    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    G.load_state_dict(state["generator"])
+    D.load_state_dict(state["discriminator"])
+    L = cfg.model.history_len
+    videos = [
+        Video(f"clip {i}", np.concatenate([h, y[:1]]))
+        for i, (h, y) in enumerate(zip(history, truth))
+    ]
+    sampler = ClipSampler(
+        videos,
+        L + 1,
+        cfg.model.patch_size,
+        np.random.default_rng(seed),
+        cfg.movement_threshold,
+        cfg.movement_tries,
+        cfg.unfiltered_prob,
+    )
+    scores = d_accuracy(G.eval(), D.eval(), clips_to_float(sampler.sample(windows)), cfg)
+    return {k.removeprefix("test/"): v for k, v in scores.items()}
+
+
+def versus_copy(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, where its mean falls below copying's (PSNR and SSIM, all pixels), and its
+    margin over copying on moving pixels (PSNR, dB) per step."""
+    base = results[BASELINE]
+    out = {}
+    for label, res in results.items():
+        if label == BASELINE:
+            continue
+        below = {
+            m: [s + 1 for s, (a, b) in enumerate(zip(res[m]["mean"], base[m]["mean"])) if a < b]
+            for m in ("psnr", "ssim")
+        }
+        margin = np.subtract(res["psnr_moving"]["mean"], base["psnr_moving"]["mean"])
+        out[label] = {
+            "psnr_steps_below_copy": below["psnr"],
+            "ssim_steps_below_copy": below["ssim"],
+            "psnr_moving_margin": margin.tolist(),
+        }
+    return out
 
 
 def _jsonable(opts: QualityOptions) -> dict[str, Any]:
@@ -169,10 +244,24 @@ def _table(report: dict[str, Any]) -> str:
     lines = [
         f"Quality per rollout step on {report['clips']} clips of held-out video "
         f"({'x'.join(map(str, report['frame_size']))}), mean ± 95% CI. PSNR and sharp "
-        f"difference in dB on [0, 1] frames (TF project's PSNR + 6.02 dB); 'moving': only "
-        f"pixels whose true frame differs from the last input.",
+        f"difference in dB on [0, 1] 8-bit frames (TF project's PSNR + 6.02 dB); 'moving': "
+        f"pixels that change, relative to the last input frame, in the truth or in the "
+        f"prediction.",
         "",
+        "| model | PSNR below copying at steps | SSIM below copying at steps | "
+        "D accuracy (real / generated) |",
+        "|---|---|---|---|",
     ]
+    for label, v in report["versus_copy"].items():
+        d = report["results"][label].get("d_accuracy")
+        acc = "-"
+        if d:
+            acc = f"{d['d_accuracy']:.2f} ({d['d_accuracy_real']:.2f} / {d['d_accuracy_fake']:.2f})"
+        lines.append(
+            f"| {label} | {_steps(v['psnr_steps_below_copy'])} | "
+            f"{_steps(v['ssim_steps_below_copy'])} | {acc} |"
+        )
+    lines.append("")
     for metric in ("psnr", "psnr_moving", "sharp_diff", "sharp_diff_moving", "ssim", "ssim_moving"):
         lines += [
             f"**{metric}**",
@@ -193,6 +282,20 @@ def _table(report: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _steps(steps: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7 (4)'; [] -> 'none'."""
+    if not steps:
+        return "none"
+    runs: list[list[int]] = []
+    for s in steps:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+    return f"{text} ({len(steps)})"
 
 
 def _plots(report: dict[str, Any], stem: Path) -> None:

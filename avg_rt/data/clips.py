@@ -98,10 +98,20 @@ def frames_to_model(frames: np.ndarray, device: torch.device | str = "cpu") -> t
     return x.movedim(-1, -3).float() / 127.5 - 1
 
 
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    # float in [-1, 1] -> the nearest of the 256 levels of an 8-bit frame, as float 0..255
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+
+
+def round_to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Model frames rounded to the 8-bit grid, still float in [-1, 1]: the frames a user gets
+    (`model_to_frames`), in the model's units. Metrics score these."""
+    return _levels(x) / 127.5 - 1
+
+
 def model_to_frames(x: torch.Tensor) -> np.ndarray:
     """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3) (the true map, no stretching)."""
-    u8 = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return u8.movedim(-3, -1).cpu().numpy()
+    return _levels(x).to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
 def test_clips(
