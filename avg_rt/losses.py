@@ -1,11 +1,13 @@
 """Generator and discriminator losses (upstream.md, "Losses").
 
 Every loss takes lists of per-scale tensors (coarsest first) and averages over scales.
-Reductions: Lp and GDL sum over the pixels and channels of each clip, then average over the batch;
-the adversarial BCE averages over the batch. The TF project summed all three over the batch too,
-so dividing each by the batch size keeps its balance between terms (lam_adv, lam_lp, lam_gdl
-keep their meaning) while making the loss independent of the batch size. The TF project's BCE
-used log base 10; ours uses the natural log (a factor ln 10 = 2.30 on the adversarial term).
+Reductions: Lp and GDL sum over the pixels and channels of each clip (of a 32x32 clip: larger
+crops are scaled to that area), then average over the batch; the adversarial BCE averages
+over the batch and uses the natural log. The TF project summed all three over the batch and
+took log10 in the BCE, so its weights translate as: lam_lp and lam_gdl unchanged, lam_adv
+divided by ln 10 (its intended 0.05 is 0.0217 here, the 1.0 it really ran is 0.434), and an
+SGD learning rate of D multiplied by batch / ln 10 (its 0.02 at batch 8 is 0.0695 here). The
+`tf` preset holds those values.
 """
 
 from __future__ import annotations
@@ -43,16 +45,18 @@ def gdl_loss(preds: list[torch.Tensor], targets: list[torch.Tensor], alpha: floa
     return torch.stack(terms).mean()
 
 
-def adversarial_loss(logits: list[torch.Tensor], real: bool) -> torch.Tensor:
+def adversarial_loss(
+    logits: list[torch.Tensor], real: bool, smoothing: float = 0.0
+) -> torch.Tensor:
     """BCE of D's per-scale logits against the label (1 real, 0 generated), mean over scales.
 
     Computed from logits, so it stays finite when D is confident; the TF project clipped D's
     sigmoid output to [0.1, 0.9] instead, which also zeroes the gradient G would receive.
+    `smoothing` lowers the real label to 1 - smoothing (one-sided label smoothing, Salimans et
+    al. 2016: D's step only; G always aims at 1).
     """
-    terms = [
-        F.binary_cross_entropy_with_logits(z, torch.full_like(z, 1.0 if real else 0.0))
-        for z in logits
-    ]
+    label = 1.0 - smoothing if real else 0.0
+    terms = [F.binary_cross_entropy_with_logits(z, torch.full_like(z, label)) for z in logits]
     return torch.stack(terms).mean()
 
 
@@ -65,14 +69,19 @@ def generator_loss(
     """lam_lp * Lp + lam_gdl * GDL (+ lam_adv * adversarial when `d_logits` are given).
 
     `d_logits` must be D's output on `preds` computed *with* gradient so that the adversarial
-    term reaches the generator through D. Returns the total and each term, detached, by name.
+    term reaches the generator through D. Lp and GDL are sums over a patch_size x patch_size
+    clip: on larger crops they are scaled by patch_size^2 / (H W), so that the balance the
+    weights set does not depend on the crop. Returns the total and each unweighted term by
+    name (not detached: `train.steps` measures each term's gradient).
     """
+    h, w = targets[-1].shape[-2:]
+    area = cfg.model.patch_size**2 / (h * w)
     terms = {
-        "lp": lp_loss(preds, targets, cfg.l_num),
-        "gdl": gdl_loss(preds, targets, cfg.alpha),
+        "lp": area * lp_loss(preds, targets, cfg.l_num),
+        "gdl": area * gdl_loss(preds, targets, cfg.alpha),
     }
     total = cfg.lam_lp * terms["lp"] + cfg.lam_gdl * terms["gdl"]
     if d_logits is not None:
         terms["adv"] = adversarial_loss(d_logits, real=True)
         total = total + cfg.lam_adv * terms["adv"]
-    return total, {name: t.detach() for name, t in terms.items()}
+    return total, terms

@@ -66,6 +66,13 @@ class ScaleGenerator(nn.Module):
         return self.convs(x.to(first.weight.dtype)).float()  # (B, 3, h, w)
 
 
+def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
+    """Clamp to [-1, 1]. `straight_through` (training): the gradient passes as if unclamped,
+    so a pixel pushed past the range is still pulled back by the loss instead of going dead."""
+    clamped = x.clamp(-1, 1)
+    return x + (clamped - x).detach() if straight_through else clamped
+
+
 class Generator(nn.Module):
     """Coarse-to-fine generator: (B, 3 * history_len, H, W) in [-1, 1] -> (B, 3, H, W)."""
 
@@ -78,6 +85,12 @@ class Generator(nn.Module):
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
+        if cfg.delta:
+            # Start as "nothing changes": every scale outputs its last input frame exactly.
+            for net in self.scales:
+                last = cast(nn.Conv2d, cast(ScaleGenerator, net).convs[-1])
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(cast(torch.Tensor, last.bias))
 
     def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
         """Predictions of every scale, coarsest first; each (B, 3, H // 2^k, W // 2^k).
@@ -89,9 +102,14 @@ class Generator(nn.Module):
             if preds:
                 up = resize(preds[-1], (x.shape[-2], x.shape[-1]))
                 out = net(torch.cat([x, up], dim=1))  # 3 * history_len + 3 channels in
-                preds.append(torch.tanh(out + up if self.cfg.residual else out))
             else:
-                preds.append(torch.tanh(net(x)))
+                up, out = None, net(x)
+            if self.cfg.delta:  # a change to the last input frame at this scale
+                preds.append(clip_unit(x[:, -3:] + out, straight_through=self.training))
+            elif up is not None and self.cfg.residual:  # authors' form: refine the coarser one
+                preds.append(torch.tanh(out + up))
+            else:
+                preds.append(torch.tanh(out))
         return preds
 
     def forward(self, history: torch.Tensor, all_scales: bool = False) -> torch.Tensor:

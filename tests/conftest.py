@@ -78,16 +78,27 @@ def atari_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return record(AtariConfig(episodes=2, test_episodes=1, max_frames=40, seed=1), out)
 
 
+def busy_generator(cfg: ModelConfig) -> torch.nn.Module:
+    """An untrained generator in which every layer contributes to the output. (A delta
+    generator starts as an exact copier of its last input, its last convolutions being zero,
+    which would make any comparison of backends trivially pass.)"""
+    from avg_rt.model import Generator
+
+    g = Generator(cfg)
+    for scale in g.scales:
+        torch.nn.init.normal_(scale.convs[-1].weight, std=0.02)
+    return g
+
+
 @pytest.fixture(scope="session")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of the small preset (untrained, fixed seed)."""
+    """A checkpoint of the small preset (untrained, fixed seed, every layer contributing)."""
     from avg_rt import checkpoint
-    from avg_rt.model import Generator
 
     torch.manual_seed(1)
     cfg = PRESETS["small"]
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
-    checkpoint.save(path, cfg, 0, {"generator": Generator(cfg.model).state_dict()})
+    checkpoint.save(path, cfg, 0, {"generator": busy_generator(cfg.model).state_dict()})
     return path
 
 

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from avg_rt import __version__
 from avg_rt.cli import app
+from avg_rt.config import PRESETS
 
 runner = CliRunner()
 
@@ -63,7 +64,8 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.output)
     assert cfg["steps"] == 7 and cfg["adversarial"] is False and cfg["lr_g"] == 0.001
-    assert cfg["lr_d"] == 0.02 and cfg["model"]["g_maps"][0] == [128, 256, 128]  # paper's
+    assert cfg["lr_d"] == PRESETS["paper"].lr_d  # left to the preset
+    assert cfg["model"]["g_maps"][0] == [128, 256, 128]  # the paper's
     assert not (tmp_path / "r").exists()
 
 

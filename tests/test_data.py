@@ -4,9 +4,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from avg_rt.train.steps import split
 from conftest import moving_frames, write_frames
 
-from avg_rt.data.clips import ClipSampler, clips_to_model, frames_to_model, model_to_frames
+from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, model_to_frames
 from avg_rt.data.sources import Video, load_video, load_videos, open_source
 from avg_rt.errors import DataError
 
@@ -169,8 +170,8 @@ def test_clip_sampler_shapes_determinism_and_movement():
 
 def test_model_conversions_round_trip():
     clips = np.random.default_rng(0).integers(0, 256, (2, 5, 3, 8, 8), dtype=np.uint8)
-    hist, target = clips_to_model(clips)
-    assert hist.shape == (2, 12, 8, 8) and target.shape == (2, 3, 8, 8)
+    hist, targets = split(clips_to_float(clips), 4)
+    assert hist.shape == (2, 12, 8, 8) and targets.shape == (2, 1, 3, 8, 8)
     assert hist.min() >= -1 and hist.max() <= 1
     # Channel layout: oldest frame first, RGB within a frame.
     assert torch.equal(hist[:, 3:6], torch.as_tensor(clips[:, 1]).float() / 127.5 - 1)

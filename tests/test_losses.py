@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from avg_rt.train.loop import d_step, g_step
+from avg_rt.train.steps import d_step, g_step, split
 from conftest import SMALL
 
 from avg_rt.config import TrainConfig
@@ -37,18 +37,17 @@ def test_adversarial_loss_labels():
     assert torch.isfinite(adversarial_loss([torch.full((4,), 1e4)], real=False))
 
 
-def _batch(cfg, b=2):
-    side = cfg.model.patch_size
-    return torch.rand(b, cfg.model.in_channels, side, side) * 2 - 1, torch.rand(
-        b, 3, side, side
-    ) * 2 - 1
+def _batch(cfg, b=2, steps=1):
+    """A random clip batch (b, history_len + steps, 3, crop, crop) in [-1, 1]."""
+    side = cfg.crop
+    return torch.rand(b, cfg.model.history_len + steps, 3, side, side) * 2 - 1
 
 
 def test_adversarial_term_alone_reaches_generator():
     """The TF project's defect (its issue #2): no adversarial gradient reached G. Ours does."""
     cfg = TrainConfig(model=SMALL, lam_lp=1e-9, lam_gdl=1e-9)
     G, D = Generator(cfg.model), Discriminator(cfg.model)
-    hist, target = _batch(cfg)
+    hist, _ = split(_batch(cfg), cfg.model.history_len)
     preds = G.forward_scales(hist)
     D.requires_grad_(False)
     logits = D(preds, pyramid(hist, cfg.model.n_scales))
@@ -67,12 +66,12 @@ def test_g_step_leaves_discriminator_unchanged_and_d_step_leaves_generator_uncha
     opt_d = torch.optim.SGD(D.parameters(), lr=0.02)
     d_before = [p.clone() for p in D.parameters()]
     g_before = [p.clone() for p in G.parameters()]
-    g_step(G, D, opt_g, *_batch(cfg), cfg)
+    g_step(G, D, opt_g, _batch(cfg), cfg)
     assert all(torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(g_before, G.parameters()))
     assert all(p.requires_grad for p in D.parameters())  # unfrozen again for its own step
     g_now = [p.clone() for p in G.parameters()]
-    logs = d_step(G, D, opt_d, *_batch(cfg), cfg)
+    logs = d_step(G, D, opt_d, _batch(cfg), cfg)
     assert all(torch.equal(a, b) for a, b in zip(g_now, G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, D.parameters()))
     assert 0 <= logs["d/accuracy"] <= 1
@@ -92,8 +91,8 @@ def test_loss_scaling_gives_the_same_updates():
         opt_d = torch.optim.SGD(D.parameters(), lr=0.02)
         scalers = [torch.amp.GradScaler("cpu") if scaled else None for _ in range(2)]
         for _ in range(2):
-            d_step(G, D, opt_d, *batch, cfg, scaler=scalers[0])
-            g_step(G, D, opt_g, *batch, cfg, scaler=scalers[1])
+            d_step(G, D, opt_d, batch, cfg, scaler=scalers[0])
+            g_step(G, D, opt_g, batch, cfg, scaler=scalers[1])
         nets.append([p.detach() for p in [*G.parameters(), *D.parameters()]])
         if scaled:  # both scalers took part in both steps, without overflow or backoff
             assert all(s.state_dict()["_growth_tracker"] == 2 for s in scalers)
@@ -107,8 +106,8 @@ def test_steps_under_bf16_autocast():
     G, D = Generator(cfg.model), Discriminator(cfg.model)
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-3)
     opt_d = torch.optim.SGD(D.parameters(), lr=0.02)
-    logs = d_step(G, D, opt_d, *_batch(cfg), cfg, autocast=torch.bfloat16)
-    logs |= g_step(G, D, opt_g, *_batch(cfg), cfg, autocast=torch.bfloat16)
+    logs = d_step(G, D, opt_d, _batch(cfg), cfg, autocast=torch.bfloat16)
+    logs |= g_step(G, D, opt_g, _batch(cfg), cfg, autocast=torch.bfloat16)
     assert all(math.isfinite(v) for v in logs.values())
     assert all(p.dtype == torch.float32 for p in G.parameters())  # weights stay FP32
 

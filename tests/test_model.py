@@ -78,8 +78,8 @@ def test_generator_runs_down_to_min_frame_size():
 
 def test_residual_form_adds_the_upsampled_coarser_prediction():
     x = torch.rand(2, 12, 32, 32) * 2 - 1
-    plain = Generator(dataclasses.replace(SMALL, residual=False))
-    residual = Generator(dataclasses.replace(SMALL, residual=True))
+    plain = Generator(dataclasses.replace(SMALL, delta=False, residual=False))
+    residual = Generator(dataclasses.replace(SMALL, delta=False, residual=True))
     residual.load_state_dict(plain.state_dict())  # same weights, only the form differs
     a, b = plain.forward_scales(x), residual.forward_scales(x)
     torch.testing.assert_close(a[0], b[0])  # the coarsest scale has nothing to add
@@ -103,3 +103,29 @@ def test_config_errors_name_the_field():
         ModelConfig(g_kernels=((3, 3),) * 4).validate()
     with pytest.raises(ConfigError, match="patch_size"):
         ModelConfig(patch_size=8).validate()
+
+
+def test_delta_form_starts_as_copying_and_stays_in_range():
+    cfg = dataclasses.replace(SMALL, delta=True, residual=False)
+    g = Generator(cfg)
+    x = torch.rand(2, 12, 40, 48) * 2 - 1
+    for p, last in zip(g.forward_scales(x), pyramid(x, 4)):
+        assert torch.equal(p, last[:, -3:])  # "nothing changes", exactly, at every scale
+    # Trained weights: any change is clamped to [-1, 1], and train/eval forwards agree (the
+    # straight-through clamp changes only the gradient).
+    for conv in (s.convs[-1] for s in g.scales):
+        torch.nn.init.normal_(conv.weight, std=0.5)
+    train_out = g.train()(x)
+    assert train_out.abs().max() <= 1 and torch.equal(train_out, g.eval()(x))
+    with pytest.raises(ConfigError, match="delta replaces residual"):
+        dataclasses.replace(SMALL, delta=True, residual=True).validate()
+
+
+def test_straight_through_clamp_keeps_the_gradient_of_saturated_pixels():
+    from avg_rt.model import clip_unit
+
+    x = torch.tensor([-1.5, 0.2, 1.5], requires_grad=True)
+    y = clip_unit(x, straight_through=True)
+    assert y.tolist() == pytest.approx([-1.0, 0.2, 1.0])
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0]  # a plain clamp would give 0 at both ends

@@ -1,4 +1,5 @@
-"""The training loop: one D step then one G step per iteration (G only when not adversarial).
+"""The training loop: one D step then one G step per iteration (G only when not adversarial,
+and during the first `adv_start` iterations); the steps themselves are in `train.steps`.
 
 `train(cfg, videos, run_dir)` reads top to bottom: init, data, networks, optimizers, resume,
 loop. Summaries, test rollouts and checkpoints run on the intervals of the config (in steps).
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from avg_rt.train import distributed
-from avg_rt.train.distributed import unwrap
+from avg_rt.train.steps import d_step, g_step, split
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,108 +30,15 @@ from torch import nn
 
 from avg_rt import checkpoint
 from avg_rt.config import ConfigError, TrainConfig, to_dict
-from avg_rt.data.clips import ClipSampler, clips_to_model, frames_to_model, test_clips
+from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test_clips
 from avg_rt.data.sources import Video
 from avg_rt.files import atomic_write_text
-from avg_rt.losses import adversarial_loss, generator_loss
-from avg_rt.metrics import frame_metrics
 from avg_rt.model import Discriminator, Generator, pyramid
-from avg_rt.predict import rollout
+from avg_rt.predict import rollout, score
 from avg_rt.runners import resolve_device
 from avg_rt.runners.pyt import TorchRunner
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
-    """Autocast to `dtype` on `x`'s device for the forward pass; off when `dtype` is None."""
-    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def _update(
-    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
-) -> None:
-    """Backward and optimizer step, outside autocast. With FP16 autocast a GradScaler scales
-    the loss so that small gradients do not flush to zero in FP16, and skips steps whose
-    gradients overflowed; BF16 has FP32's range and needs none."""
-    opt.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        opt.step()
-        return
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-
-
-def d_step(
-    G: nn.Module,
-    D: nn.Module,
-    opt_d: torch.optim.Optimizer,
-    hist: torch.Tensor,
-    target: torch.Tensor,
-    cfg: TrainConfig,
-    autocast: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> dict[str, float]:
-    """One discriminator update on a batch; G's predictions are detached.
-
-    D (which may be a DDP wrapper) sees real and generated frames in one forward pass, so a
-    distributed D all-reduces its gradients exactly once per step. `autocast`: the dtype of
-    the forward pass under autocast (None: float32); `scaler`: see `_update`.
-    """
-    n, b = cfg.model.n_scales, hist.shape[0]
-    with _autocast(hist, autocast):
-        with torch.no_grad():
-            fake = unwrap(G).forward_scales(hist)
-        real = pyramid(target, n)
-        hist_pyr = pyramid(hist, n) if cfg.model.d_conditional else None
-        both = [torch.cat([r, f]) for r, f in zip(real, fake)]  # (2B, 3, h, w): real first
-        logits = D(both, [torch.cat([h, h]) for h in hist_pyr] if hist_pyr else None)
-        logits_real, logits_fake = [z[:b] for z in logits], [z[b:] for z in logits]
-        loss = adversarial_loss(logits_real, real=True) + adversarial_loss(logits_fake, real=False)
-    _update(loss, opt_d, scaler)
-    correct = [(z > 0).float().mean() for z in logits_real]
-    correct += [(z < 0).float().mean() for z in logits_fake]
-    return {"loss/d": loss.item(), "d/accuracy": torch.stack(correct).mean().item()}
-
-
-def g_step(
-    G: nn.Module,
-    D: nn.Module | None,
-    opt_g: torch.optim.Optimizer,
-    hist: torch.Tensor,
-    target: torch.Tensor,
-    cfg: TrainConfig,
-    autocast: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> dict[str, float]:
-    """One generator update. D's parameters are frozen, but the adversarial term is
-    back-propagated *through* D into G (the TF project's generator never got this gradient).
-
-    G may be a DDP wrapper (its gradients are all-reduced once); D is used unwrapped, so it
-    takes no part in G's gradient synchronisation. `autocast`, `scaler`: as for `d_step`.
-    """
-    n = cfg.model.n_scales
-    with _autocast(hist, autocast):
-        preds = G(hist, all_scales=True)
-        targets = pyramid(target, n)
-        d_logits = None
-        if D is not None:
-            D = unwrap(D)
-            D.requires_grad_(False)
-            d_logits = D(preds, pyramid(hist, n) if cfg.model.d_conditional else None)
-        loss, terms = generator_loss(preds, targets, cfg, d_logits)
-    _update(loss, opt_g, scaler)
-    if D is not None:
-        D.requires_grad_(True)
-    m = frame_metrics(preds[-1].detach(), target)
-    return {
-        "loss/g": loss.item(),
-        **{f"loss/{k}": v.item() for k, v in terms.items()},
-        "train/psnr": m["psnr"].mean().item(),
-        "train/sharp_diff": m["sharp_diff"].mean().item(),
-    }
 
 
 def evaluate(
@@ -143,14 +51,29 @@ def evaluate(
         for _, hist, truth in clips:
             h = frames_to_model(hist[None], device)  # (1, L, 3, H, W)
             y = frames_to_model(truth[None], device)  # (1, S, 3, H, W)
-            preds = rollout(runner, h, steps=y.shape[1])
-            ours = frame_metrics(preds, y)
-            base = frame_metrics(h[:, -1:].expand_as(y), y)
-            for name in ("psnr", "sharp_diff"):
-                for tag, m in (("", ours), ("baseline_", base)):
-                    scores.setdefault(f"test/{tag}{name}_step1", []).append(m[name][0, 0].item())
-                    scores.setdefault(f"test/{tag}{name}_last", []).append(m[name][0, -1].item())
+            m = score(rollout(runner, h, steps=y.shape[1]), y, h[:, -1])
+            for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
+                scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
+                scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+@torch.no_grad()
+def d_accuracy(
+    G: Generator, D: Discriminator, clip: torch.Tensor, cfg: TrainConfig
+) -> dict[str, float]:
+    """D's accuracy on held-out clips (N, history_len + 1, 3, patch, patch): on the real next
+    frames, on G's predictions of them, and their mean."""
+    L, n = cfg.model.history_len, cfg.model.n_scales
+    history, targets = split(clip[:, : L + 1], L)
+    hist = pyramid(history, n) if cfg.model.d_conditional else None
+    real = torch.stack([z > 0 for z in D(pyramid(targets[:, 0], n), hist)]).float().mean()
+    fake = torch.stack([z < 0 for z in D(G.forward_scales(history), hist)]).float().mean()
+    return {
+        "test/d_accuracy": (real.item() + fake.item()) / 2,
+        "test/d_accuracy_real": real.item(),
+        "test/d_accuracy_fake": fake.item(),
+    }
 
 
 def train(
@@ -198,20 +121,27 @@ def train(
     L = cfg.model.history_len
     sampler = ClipSampler(
         videos,
-        L + 1,
-        cfg.model.patch_size,
+        L + cfg.unroll,
+        cfg.crop,
         rng,
         cfg.movement_threshold,
         cfg.movement_tries,
         cfg.unfiltered_prob,
     )
     eval_clips = test_clips(test_videos, L, cfg.test_recursions, cfg.test_clips)
+    # Held-out clips for D's accuracy: drawn like training clips, the same ones at every test.
+    d_clips = None
+    if test_videos and cfg.adversarial:
+        held_out = ClipSampler(
+            test_videos, L + 1, cfg.model.patch_size, np.random.default_rng(cfg.seed + 1)
+        )
+        d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device)
 
     # --- networks and optimizers --------------------------------------------------------
     G = Generator(cfg.model).to(device)
     D = Discriminator(cfg.model).to(device) if cfg.adversarial else None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g)
-    opt_d = torch.optim.SGD(D.parameters(), lr=cfg.lr_d) if D is not None else None
+    opt_d = d_optimizer(D, cfg) if D is not None else None
     # Mixed precision on CUDA only; FP16 gradients need loss scaling, one scaler per network.
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     amp = amp if device.type == "cuda" else None
@@ -272,11 +202,26 @@ def train(
     try:
         while step < cfg.steps:
             logs: dict[str, float] = {}
-            if D_train is not None and opt_d is not None:
-                hist, target = clips_to_model(sampler.sample(cfg.batch), device)
-                logs |= d_step(G, D_train, opt_d, hist, target, cfg, amp, scaler_d)
-            hist, target = clips_to_model(sampler.sample(cfg.batch), device)
-            logs |= g_step(G_train, D, opt_g, hist, target, cfg, amp, scaler_g)
+            k = unroll_length(cfg, step)
+            adversarial = D_train is not None and opt_d is not None and step >= cfg.adv_start
+            if adversarial:
+                clip = clips_to_float(sampler.sample(cfg.batch), device)
+                corner = _corner(rng, cfg)
+                logs |= d_step(G, D_train, opt_d, clip, cfg, k, corner, amp, scaler_d)
+            clip = clips_to_float(sampler.sample(cfg.batch), device)
+            summary = (step + 1) % cfg.summary_interval == 0 or step + 1 == cfg.steps
+            logs |= g_step(
+                G_train,
+                D if adversarial else None,
+                opt_g,
+                clip,
+                cfg,
+                k,
+                _corner(rng, cfg),
+                amp,
+                scaler_g,
+                measure_gradients=summary,
+            )
             step += 1
             if after_step:
                 after_step(step, G, D)
@@ -285,18 +230,20 @@ def train(
                     save()
                 continue
 
-            if step % cfg.summary_interval == 0 or step == cfg.steps:
+            if summary:
                 logs["speed/steps_per_s"] = (step - s0) / (time.perf_counter() - t0)
                 summaries.scalars(step, logs)
                 if on_log:
                     on_log(step, logs)
             if step % cfg.image_interval == 0:
                 with torch.no_grad():
-                    pred = G(hist[:1])
-                frames = torch.cat([hist[:1].view(L, 3, *hist.shape[-2:]), pred, target[:1]])
+                    pred = G(split(clip[:1, : L + 1], L)[0])
+                frames = torch.cat([clip[0, :L], pred, clip[0, L : L + 1]])
                 summaries.images(step, "train/history_prediction_target", frames)
-            if eval_clips and (step % cfg.test_interval == 0 or step == cfg.steps):
-                scores = evaluate(G, eval_clips, device)
+            if step % cfg.test_interval == 0 or step == cfg.steps:
+                scores = evaluate(G, eval_clips, device) if eval_clips else {}
+                if d_clips is not None and D is not None:
+                    scores |= d_accuracy(G, D, d_clips, cfg)
                 summaries.scalars(step, scores)
                 if on_log:
                     on_log(step, scores)
@@ -324,6 +271,28 @@ def train(
     distributed.barrier(dist)
     distributed.cleanup(dist)
     return ckpt_path
+
+
+def unroll_length(cfg: TrainConfig, step: int) -> int:
+    """Recursive steps G is trained on at iteration `step` (0-based): 1 at first, growing
+    linearly to `cfg.unroll` over `cfg.unroll_ramp` iterations."""
+    if cfg.unroll_ramp == 0:
+        return cfg.unroll
+    return min(cfg.unroll, 1 + (cfg.unroll - 1) * step // cfg.unroll_ramp)
+
+
+def _corner(rng: np.random.Generator, cfg: TrainConfig) -> tuple[int, int]:
+    """A random top-left corner of D's window in the crop, on the coarsest scale's grid."""
+    align = 2 ** (cfg.model.n_scales - 1)
+    n = (cfg.crop - cfg.model.patch_size) // align + 1
+    return int(rng.integers(n)) * align, int(rng.integers(n)) * align
+
+
+def d_optimizer(D: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (the TF project's) or Adam with `cfg.d_betas`, at `cfg.lr_d`."""
+    if cfg.d_optimizer == "adam":
+        return torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.d_betas)
+    return torch.optim.SGD(D.parameters(), lr=cfg.lr_d)
 
 
 def _progress(enabled: bool, total: int, start: int) -> Progress | None:

@@ -176,10 +176,11 @@ def measure(
 def training_speed(opts: SpeedOptions, device: torch.device) -> list[dict[str, Any]]:
     """Clips/s of the sampler and adversarial training steps/s of each preset (batch 8)."""
     from avg_rt.data.atari import AtariConfig, play
-    from avg_rt.data.clips import ClipSampler, clips_to_model
+    from avg_rt.data.clips import ClipSampler, clips_to_float
     from avg_rt.data.sources import Video
     from avg_rt.model import Discriminator
-    from avg_rt.train.loop import d_step, g_step
+    from avg_rt.train.loop import d_optimizer
+    from avg_rt.train.steps import d_step, g_step
 
     videos = [
         Video(f"episode {i}", np.stack(list(play(AtariConfig(max_frames=300), i))))
@@ -193,14 +194,17 @@ def training_speed(opts: SpeedOptions, device: torch.device) -> list[dict[str, A
     clips_per_s = n / (time.perf_counter() - t0)
     rows: list[dict[str, Any]] = [{"what": "clip sampler", "per_s": clips_per_s, "unit": "clips"}]
     for preset in opts.train_presets:
+        # The preset's own training: its crop, unrolled length and D optimizer.
         cfg = dataclasses.replace(PRESETS[preset], batch=8)
         G, D = Generator(cfg.model).to(device), Discriminator(cfg.model).to(device)
-        opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.SGD(D.parameters(), lr=0.02)
-        batch = clips_to_model(sampler.sample(8), device)
+        opt_g, opt_d = torch.optim.Adam(G.parameters()), d_optimizer(D, cfg)
+        clip_len = cfg.model.history_len + cfg.unroll
+        clips = ClipSampler(videos, clip_len, cfg.crop, np.random.default_rng(0)).sample(8)
+        batch = clips_to_float(clips, device)
 
         def step() -> None:  # timed within this iteration, so the late binding is safe
-            d_step(G, D, opt_d, *batch, cfg)  # noqa: B023
-            g_step(G, D, opt_g, *batch, cfg)  # noqa: B023
+            d_step(G, D, opt_d, batch, cfg, cfg.unroll)  # noqa: B023
+            g_step(G, D, opt_g, batch, cfg, cfg.unroll)  # noqa: B023
 
         times = timed(step, device, opts.train_steps, warmup=1)
         sps = len(times) / sum(times)

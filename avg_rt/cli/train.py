@@ -15,12 +15,22 @@ from avg_rt.config import PRESETS, ConfigError, TrainConfig, to_dict
 Opt = typer.Option
 
 
-def resolve_config(preset: str, **overrides: Any) -> TrainConfig:
-    """The preset with every override that is not None applied."""
+FORMS = {"plain": (False, False), "residual": (True, False), "delta": (False, True)}
+
+
+def resolve_config(preset: str, form: str | None = None, **overrides: Any) -> TrainConfig:
+    """The preset with every override that is not None applied (`form` to its model)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     cfg = dataclasses.replace(PRESETS[preset], **changes)
+    if form is not None:
+        if form not in FORMS:
+            raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
+        residual, delta = FORMS[form]
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, residual=residual, delta=delta)
+        )
     cfg.validate()
     return cfg
 
@@ -41,7 +51,28 @@ def train(
     ] = None,
     batch: Annotated[int | None, Opt(help="Clips per step (default: 8).")] = None,
     lr_g: Annotated[float | None, Opt(help="Generator learning rate (Adam).")] = None,
-    lr_d: Annotated[float | None, Opt(help="Discriminator learning rate (SGD).")] = None,
+    lr_d: Annotated[float | None, Opt(help="Discriminator learning rate.")] = None,
+    d_optimizer: Annotated[str | None, Opt(help="Discriminator optimizer: sgd or adam.")] = None,
+    d_label_smoothing: Annotated[
+        float | None, Opt(help="D's real label is 1 minus this (one-sided smoothing).")
+    ] = None,
+    adv_start: Annotated[
+        int | None, Opt(help="G-only iterations before D and the adversarial term start.")
+    ] = None,
+    form: Annotated[
+        str | None,
+        Opt(
+            help="What G's scales predict: plain (the paper), residual (a refinement of the "
+            "coarser scale, the authors' code) or delta (a change to the last frame)."
+        ),
+    ] = None,
+    unroll: Annotated[
+        int | None, Opt(help="Recursive steps G is trained on (multi-step training).")
+    ] = None,
+    unroll_ramp: Annotated[
+        int | None, Opt(help="Iterations over which the unrolled length grows from 1.")
+    ] = None,
+    crop: Annotated[int | None, Opt(help="Side of G's training crops (D: 32x32 windows).")] = None,
     lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
     lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
     lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
@@ -78,6 +109,13 @@ def train(
         batch=batch,
         lr_g=lr_g,
         lr_d=lr_d,
+        d_optimizer=d_optimizer,
+        d_label_smoothing=d_label_smoothing,
+        adv_start=adv_start,
+        form=form,
+        unroll=unroll,
+        unroll_ramp=unroll_ramp,
+        crop=crop,
         lam_adv=lam_adv,
         lam_lp=lam_lp,
         lam_gdl=lam_gdl,

@@ -82,14 +82,12 @@ class ClipSampler:
         return np.stack([self.sample_one() for _ in range(n)]).transpose(0, 1, 4, 2, 3)
 
 
-def clips_to_model(
+def clips_to_float(
     clips: np.ndarray | torch.Tensor, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 clips (N, T, 3, h, w) -> (history (N, 3*(T-1), h, w), target (N, 3, h, w)) in
-    [-1, 1] on `device`. The uint8 -> float conversion happens on the device."""
-    x = torch.as_tensor(clips).to(device, non_blocking=True).float() / 127.5 - 1
-    n, t, c, h, w = x.shape
-    return x[:, :-1].reshape(n, (t - 1) * c, h, w), x[:, -1]
+) -> torch.Tensor:
+    """uint8 clips (N, T, 3, h, w) -> float (N, T, 3, h, w) in [-1, 1] on `device`. The
+    uint8 -> float conversion happens on the device."""
+    return torch.as_tensor(clips).to(device, non_blocking=True).float() / 127.5 - 1
 
 
 def frames_to_model(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -1,0 +1,213 @@
+"""The two phases of a training iteration: a discriminator step, then a generator step.
+
+Both take a clip batch `clip` (N, history_len + k, 3, c, c) float in [-1, 1]: the history, then
+k true future frames. G predicts each of the k frames from the last history_len frames, real
+at first and then its own predictions (`unroll`; with gradients through the recursion in the G
+step, the multi-step objective of Oh et al. 2015). D judges patch_size x patch_size windows
+(one `corner` per batch) of every step: the window of frames G saw followed by its prediction,
+against the true frames followed by the true next frame. Each phase steps one network: the D
+step detaches G's predictions; the G step freezes D's parameters but back-propagates through D.
+"""
+
+from __future__ import annotations
+
+import torch
+from avg_rt.train.distributed import unwrap
+from torch import nn
+
+from avg_rt.config import TrainConfig
+from avg_rt.losses import adversarial_loss, generator_loss
+from avg_rt.metrics import frame_metrics
+from avg_rt.model import pyramid
+
+Corner = tuple[int, int]  # top-left (y, x) of D's window in the crop; multiples of 2^(n-1)
+
+
+def split(clip: torch.Tensor, history_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T, 3, h, w) -> history (N, 3 * history_len, h, w), targets (N, T - history_len, 3,
+    h, w)."""
+    n, _, c, h, w = clip.shape
+    return clip[:, :history_len].reshape(n, history_len * c, h, w), clip[:, history_len:]
+
+
+def unroll(
+    G: nn.Module, history: torch.Tensor, steps: int
+) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """G's predictions for `steps` recursive steps, each a list of scales (coarsest first), and
+    the input window (N, 3 * history_len, h, w) of each step. Gradients flow through the
+    recursion unless called under no_grad."""
+    preds, windows = [], []
+    window = history
+    for _ in range(steps):
+        p = G(window, all_scales=True)
+        preds.append(p)
+        windows.append(window)
+        window = torch.cat([window[:, 3:], p[-1]], dim=1)  # drop the oldest, append the new
+    return preds, windows
+
+
+def d_window(pyr: list[torch.Tensor], corner: Corner, patch: int) -> list[torch.Tensor]:
+    """The patch x patch window at `corner` of a finest-scale crop, cut from every scale of its
+    pyramid (coarsest first). With corners on multiples of 2^(n-1), each scale's cut equals the
+    pyramid of the window (bilinear halving only mixes pixels within aligned blocks)."""
+    n = len(pyr)
+    out = []
+    for k, x in enumerate(pyr):
+        f = 2 ** (n - 1 - k)
+        y, x0, s = corner[0] // f, corner[1] // f, patch // f
+        out.append(x[..., y : y + s, x0 : x0 + s])
+    return out
+
+
+def _d_inputs(
+    frames: list[list[torch.Tensor]],
+    windows: list[torch.Tensor],
+    cfg: TrainConfig,
+    corner: Corner,
+) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    """D's inputs for every step, concatenated along the batch: the frames' windows per scale
+    and, for a conditional D, the windows of the pyramids of the frames it saw before."""
+    n, patch = cfg.model.n_scales, cfg.model.patch_size
+    cut = [d_window(f, corner, patch) for f in frames]
+    joined = [torch.cat(scale) for scale in zip(*cut)]
+    if not cfg.model.d_conditional:
+        return joined, None
+    hist = [d_window(pyramid(w, n), corner, patch) for w in windows]
+    return joined, [torch.cat(scale) for scale in zip(*hist)]
+
+
+def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on `x`'s device for the forward pass; off when `dtype` is None."""
+    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _update(
+    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Backward and optimizer step, outside autocast. With FP16 autocast a GradScaler scales
+    the loss so that small gradients do not flush to zero in FP16, and skips steps whose
+    gradients overflowed; BF16 has FP32's range and needs none."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
+def d_step(
+    G: nn.Module,
+    D: nn.Module,
+    opt_d: torch.optim.Optimizer,
+    clip: torch.Tensor,
+    cfg: TrainConfig,
+    steps: int = 1,
+    corner: Corner = (0, 0),
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, float]:
+    """One discriminator update on `clip` unrolled `steps` steps; G's predictions are detached.
+
+    D (which may be a DDP wrapper) sees real and generated windows in one forward pass, so a
+    distributed D all-reduces its gradients exactly once per step. `autocast`: the dtype of
+    the forward pass under autocast (None: float32); `scaler`: see `_update`.
+    """
+    L, n = cfg.model.history_len, cfg.model.n_scales
+    history, targets = split(clip[:, : L + steps], L)
+    with _autocast(clip, autocast):
+        with torch.no_grad():
+            fake, fake_windows = unroll(unwrap(G), history, steps)
+        real = [pyramid(targets[:, j], n) for j in range(steps)]
+        real_windows = [split(clip[:, j : j + L + 1], L)[0] for j in range(steps)]
+        real_in, real_hist = _d_inputs(real, real_windows, cfg, corner)
+        fake_in, fake_hist = _d_inputs(fake, fake_windows, cfg, corner)
+        b = real_in[0].shape[0]
+        both = [torch.cat([r, f]) for r, f in zip(real_in, fake_in)]  # real first
+        hist = None
+        if real_hist is not None and fake_hist is not None:
+            hist = [torch.cat([r, f]) for r, f in zip(real_hist, fake_hist)]
+        logits = D(both, hist)
+        logits_real, logits_fake = [z[:b] for z in logits], [z[b:] for z in logits]
+        loss = adversarial_loss(logits_real, real=True, smoothing=cfg.d_label_smoothing)
+        loss = loss + adversarial_loss(logits_fake, real=False)
+    _update(loss, opt_d, scaler)
+    acc_real = torch.stack([(z > 0).float().mean() for z in logits_real]).mean().item()
+    acc_fake = torch.stack([(z < 0).float().mean() for z in logits_fake]).mean().item()
+    return {
+        "loss/d": loss.item(),
+        "d/accuracy": (acc_real + acc_fake) / 2,
+        "d/accuracy_real": acc_real,
+        "d/accuracy_fake": acc_fake,
+    }
+
+
+def g_step(
+    G: nn.Module,
+    D: nn.Module | None,
+    opt_g: torch.optim.Optimizer,
+    clip: torch.Tensor,
+    cfg: TrainConfig,
+    steps: int = 1,
+    corner: Corner = (0, 0),
+    autocast: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    measure_gradients: bool = False,
+) -> dict[str, float]:
+    """One generator update on `clip` unrolled `steps` steps (the loss is the mean over steps).
+
+    D's parameters are frozen, but the adversarial term is back-propagated *through* D into G
+    (the TF project's generator never got this gradient). G may be a DDP wrapper (its gradients
+    are all-reduced once); D is used unwrapped, so it takes no part in G's synchronisation.
+    `measure_gradients` adds the norm of each weighted term's gradient with respect to G's
+    parameters (three extra backward passes: for summary steps). `autocast`, `scaler`: as for
+    `d_step`.
+    """
+    L, n = cfg.model.history_len, cfg.model.n_scales
+    history, targets = split(clip[:, : L + steps], L)
+    with _autocast(clip, autocast):
+        preds, windows = unroll(G, history, steps)
+        joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, 3, h, w) per scale
+        truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
+        d_logits = None
+        if D is not None:
+            D = unwrap(D)
+            D.requires_grad_(False)
+            d_logits = D(*_d_inputs(preds, windows, cfg, corner))
+        loss, terms = generator_loss(joined, truth, cfg, d_logits)
+    logs = {}
+    if measure_gradients:
+        weights = {"lp": cfg.lam_lp, "gdl": cfg.lam_gdl, "adv": cfg.lam_adv}
+        logs = _gradient_norms({k: weights[k] * t for k, t in terms.items()}, unwrap(G))
+    _update(loss, opt_g, scaler)
+    if D is not None:
+        D.requires_grad_(True)
+    m = frame_metrics(joined[-1][-targets.shape[0] :].detach(), targets[:, steps - 1])
+    return {
+        "loss/g": loss.item(),
+        **{f"loss/{k}": v.item() for k, v in terms.items()},
+        **logs,
+        "train/unroll": float(steps),
+        "train/psnr": m["psnr"].mean().item(),  # of the last unrolled step
+        "train/sharp_diff": m["sharp_diff"].mean().item(),
+    }
+
+
+def _gradient_norms(terms: dict[str, torch.Tensor], G: nn.Module) -> dict[str, float]:
+    """L2 norm of each (weighted) loss term's gradient over G's parameters, and the share of
+    the adversarial term: |grad adv| / (|grad adv| + |grad (Lp + GDL)|)."""
+    params = [p for p in G.parameters() if p.requires_grad]
+    grads = {}
+    for name, t in terms.items():
+        g = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+        grads[name] = [x if x is not None else torch.zeros_like(p) for x, p in zip(g, params)]
+
+    def norm(gs: list[torch.Tensor]) -> float:
+        return torch.sqrt(sum((x.float() ** 2).sum() for x in gs)).item()  # type: ignore[arg-type]
+
+    out = {f"grad/{name}": norm(gs) for name, gs in grads.items()}
+    if "adv" in grads:
+        pixel = norm([a + b for a, b in zip(grads["lp"], grads["gdl"])])
+        out["grad/adv_share"] = out["grad/adv"] / max(out["grad/adv"] + pixel, 1e-30)
+    return out
