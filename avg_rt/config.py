@@ -134,6 +134,9 @@ class TrainConfig:
     unroll: int = 1
     unroll_ramp: int = 0
     crop: int = 32
+    # Unrolled steps see G's predictions rounded to 8-bit levels (straight-through gradient),
+    # as `avg_rt.predict.rollout` feeds them back by default: G trains on the inputs it meets.
+    feedback_8bit: bool = False
     movement_threshold: float = 100.0  # sum of squared differences of [-1, 1] crops
     movement_tries: int = 100
     unfiltered_prob: float = 0.05
@@ -215,6 +218,7 @@ _RECOMMENDED = dict(
     lam_adv=1.0,
     adv_start=500,
     unroll=4,
+    feedback_8bit=True,
 )
 
 PRESETS: dict[str, TrainConfig] = {

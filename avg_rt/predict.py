@@ -2,10 +2,14 @@
 
 To predict frame t+1 the runner sees the last `history_len` frames: real ones at first, then its
 own predictions. The window lives on the runner's device in two preallocated buffers that
-alternate (ping-pong), so a step never allocates and never touches the host; predictions are
-clamped to [-1, 1] before they are fed back, so that precision loss (FP16 engines) cannot push
-the window out of the range the model was trained on. On CUDA, runners that are safe to capture
-(`graph_safe = True`: torch, TensorRT) run each step as a replayed CUDA graph.
+alternate (ping-pong), so a step never touches the host. Predictions are fed back as the 8-bit
+frames a user gets (rounded to the 256 levels of the data they were trained on): a model's
+error below half a level, everywhere in the frame, would otherwise add up over the recursion
+(measured on a small Ms. Pac-Man model: all-pixel SSIM at step 64 0.79 with float feedback,
+0.94 with 8-bit feedback). `feedback_8bit=False` feeds back the float frame, clamped to
+[-1, 1] so that precision loss (FP16 engines) cannot push the window out of range. On CUDA,
+runners that are safe to capture (`graph_safe = True`: torch, TensorRT) run each step as a
+replayed CUDA graph.
 """
 
 from __future__ import annotations
@@ -34,15 +38,20 @@ def assert_history(history: torch.Tensor, history_len: int) -> None:
         raise ValueError(f"history must be float in [-1, 1], got {history.dtype}")
 
 
-def _step(runner: Runner, cur: torch.Tensor, nxt: torch.Tensor, last: torch.Tensor) -> None:
+def _step(
+    runner: Runner, cur: torch.Tensor, nxt: torch.Tensor, last: torch.Tensor, feedback_8bit: bool
+) -> None:
     pred = runner.predict(cur)  # (B, 3, H, W)
     last.copy_(pred)
     nxt[:, :-3].copy_(cur[:, 3:])  # drop the oldest frame
-    torch.clamp(pred, -1, 1, out=nxt[:, -3:])  # append the prediction
+    if feedback_8bit:  # append the prediction
+        nxt[:, -3:].copy_(round_to_8bit(pred))
+    else:
+        torch.clamp(pred, -1, 1, out=nxt[:, -3:])
 
 
 def _capture(
-    runner: Runner, windows: list[torch.Tensor], last: torch.Tensor
+    runner: Runner, windows: list[torch.Tensor], last: torch.Tensor, feedback_8bit: bool
 ) -> list[torch.cuda.CUDAGraph]:
     """One CUDA graph per ping-pong direction. The caller restores the windows afterwards:
     the warm-up steps (needed before capture: lazy init, cuDNN autotuning) change them."""
@@ -50,13 +59,13 @@ def _capture(
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for i in range(2):
-            _step(runner, windows[i], windows[1 - i], last)
+            _step(runner, windows[i], windows[1 - i], last, feedback_8bit)
     torch.cuda.current_stream().wait_stream(side)
     graphs = []
     for i in range(2):
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
-            _step(runner, windows[i], windows[1 - i], last)
+            _step(runner, windows[i], windows[1 - i], last, feedback_8bit)
         graphs.append(g)
     return graphs
 
@@ -67,6 +76,7 @@ def rollout(
     steps: int,
     cuda_graph: bool = True,
     on_step: Callable[[int], None] | None = None,
+    feedback_8bit: bool = True,
 ) -> torch.Tensor:
     """Predict `steps` frames recursively from the last frames of `history`.
 
@@ -77,6 +87,8 @@ def rollout(
         cuda_graph: replay each step as a CUDA graph where the runner allows it (falls back
             to eager steps, with a warning, if capture fails).
         on_step: called with the number of finished steps (progress bars).
+        feedback_8bit: feed predictions back rounded to 8-bit levels (the default, for 8-bit
+            video); False: as floats, clamped to [-1, 1].
 
     Returns:
         (B, steps, 3, H, W) float32 on the runner's device: the raw (unclamped) predictions.
@@ -95,14 +107,14 @@ def rollout(
     if cuda_graph and dev.type == "cuda" and getattr(runner, "graph_safe", False):
         windows[0].copy_(start)
         try:
-            graphs = _capture(runner, windows, last)
+            graphs = _capture(runner, windows, last, feedback_8bit)
         except RuntimeError as e:  # e.g. a backend that synchronises inside predict
             warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=2)
     windows[0].copy_(start)
     with _torch_threads(
         1 if dev.type == "cpu" and getattr(runner, "own_thread_pool", False) else None
     ):
-        _loop(runner, windows, last, preds, graphs, on_step)
+        _loop(runner, windows, last, preds, graphs, on_step, feedback_8bit)
     return preds
 
 
@@ -129,12 +141,13 @@ def _loop(
     preds: torch.Tensor,
     graphs: list[torch.cuda.CUDAGraph] | None,
     on_step: Callable[[int], None] | None,
+    feedback_8bit: bool,
 ) -> None:
     for t in range(preds.shape[1]):
         if graphs is not None:
             graphs[t % 2].replay()
         else:
-            _step(runner, windows[t % 2], windows[(t + 1) % 2], last)
+            _step(runner, windows[t % 2], windows[(t + 1) % 2], last, feedback_8bit)
         preds[:, t].copy_(last)
         if on_step is not None:
             on_step(t + 1)

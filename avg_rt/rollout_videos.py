@@ -46,6 +46,7 @@ class RolloutOptions:
     backend: str = "auto"
     device: str = "cpu"
     tf32: bool = False  # CUDA float32 convolutions in TF32 (torch and onnxruntime)
+    feedback_8bit: bool = True  # predictions fed back as 8-bit frames (`predict.rollout`)
     batch: int = 8
     format: str = "gif"  # gif, mp4 or png (frames only)
     fps: float = 8.0
@@ -114,7 +115,7 @@ def _run_group(
     L = runner.history_len
     windows = np.stack([np.asarray(v.frames[opts.start : opts.start + L]) for v in videos])
     history = frames_to_model(windows, runner.device)  # (B, L, 3, H, W)
-    preds = rollout(runner, history, opts.steps, on_step=on_step)
+    preds = rollout(runner, history, opts.steps, on_step=on_step, feedback_8bit=opts.feedback_8bit)
     frames = model_to_frames(preds)  # (B, S, H, W, 3)
     results = []
     for i, v in enumerate(videos):
@@ -197,6 +198,7 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
             "device": str(runner.device),
             "steps": opts.steps,
             "start": opts.start,
+            "feedback": "8-bit frames" if opts.feedback_8bit else "float",
             "definitions": DEFINITIONS,
             "mean_per_step": _summary(results),
             "videos": [vars(r) | {"size": list(r.size)} for r in results],

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import avg_rt
 from avg_rt.checkpoint import load_generator
 from avg_rt.cli import app
+from avg_rt.data.clips import round_to_8bit
 from avg_rt.predict import rollout
 from avg_rt.runners.pyt import TorchRunner
 from avg_rt.visual import CAPTION_HEIGHT
@@ -18,17 +19,21 @@ from avg_rt.visual import CAPTION_HEIGHT
 cli = CliRunner()
 
 
-def test_rollout_is_the_recursion(small_checkpoint):
+@pytest.mark.parametrize("feedback_8bit", [True, False])
+def test_rollout_is_the_recursion(small_checkpoint, feedback_8bit):
+    """Each step sees the last 4 frames, its own predictions fed back as 8-bit frames (the
+    default) or as clamped floats."""
     gen, _ = load_generator(small_checkpoint)
     hist = torch.rand(2, 6, 3, 24, 40) * 2 - 1
     with TorchRunner(gen) as runner:
-        preds = rollout(runner, hist, steps=3)
+        preds = rollout(runner, hist, steps=3, feedback_8bit=feedback_8bit)
     window = list(hist[:, -4:].unbind(1))
     with torch.inference_mode():
         for t in range(3):
             y = gen(torch.cat(window[-4:], dim=1))
             torch.testing.assert_close(preds[:, t], y)
-            window.append(y.clamp(-1, 1))
+            window.append(round_to_8bit(y) if feedback_8bit else y.clamp(-1, 1))
+    assert not torch.equal(preds[:, 0], round_to_8bit(preds[:, 0]))  # the raw floats come out
 
 
 def test_rollout_rejects_bad_history(small_checkpoint):

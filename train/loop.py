@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from avg_rt.train import distributed
-from avg_rt.train.steps import d_step, g_step, split
+from avg_rt.train.steps import d_accuracy, d_logits, d_step, g_step, split
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +33,7 @@ from avg_rt.config import ConfigError, TrainConfig, to_dict
 from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test_clips
 from avg_rt.data.sources import Video
 from avg_rt.files import atomic_write_text
-from avg_rt.model import Discriminator, Generator, pyramid
+from avg_rt.model import Discriminator, Generator
 from avg_rt.predict import rollout, score
 from avg_rt.runners import resolve_device
 from avg_rt.runners.pyt import TorchRunner
@@ -59,21 +59,12 @@ def evaluate(
 
 
 @torch.no_grad()
-def d_accuracy(
-    G: Generator, D: Discriminator, clip: torch.Tensor, cfg: TrainConfig
+def held_out_d_accuracy(
+    G: Generator, D: Discriminator, clip: torch.Tensor, cfg: TrainConfig, steps: int
 ) -> dict[str, float]:
-    """D's accuracy on held-out clips (N, history_len + 1, 3, patch, patch): on the real next
-    frames, on G's predictions of them, and their mean."""
-    L, n = cfg.model.history_len, cfg.model.n_scales
-    history, targets = split(clip[:, : L + 1], L)
-    hist = pyramid(history, n) if cfg.model.d_conditional else None
-    real = torch.stack([z > 0 for z in D(pyramid(targets[:, 0], n), hist)]).float().mean()
-    fake = torch.stack([z < 0 for z in D(G.forward_scales(history), hist)]).float().mean()
-    return {
-        "test/d_accuracy": (real.item() + fake.item()) / 2,
-        "test/d_accuracy_real": real.item(),
-        "test/d_accuracy_fake": fake.item(),
-    }
+    """D's accuracy on held-out clips (N, history_len + steps, 3, crop, crop), on the task it
+    trains on: real windows against G's, over `steps` unrolled steps, at a fixed corner."""
+    return d_accuracy(*d_logits(G, D, clip, cfg, steps, (0, 0)), "test/d_")
 
 
 def train(
@@ -133,7 +124,7 @@ def train(
     d_clips = None
     if test_videos and cfg.adversarial:
         held_out = ClipSampler(
-            test_videos, L + 1, cfg.model.patch_size, np.random.default_rng(cfg.seed + 1)
+            test_videos, L + cfg.unroll, cfg.crop, np.random.default_rng(cfg.seed + 1)
         )
         d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device)
 
@@ -243,7 +234,7 @@ def train(
             if step % cfg.test_interval == 0 or step == cfg.steps:
                 scores = evaluate(G, eval_clips, device) if eval_clips else {}
                 if d_clips is not None and D is not None:
-                    scores |= d_accuracy(G, D, d_clips, cfg)
+                    scores |= held_out_d_accuracy(G, D, d_clips, cfg, k)
                 summaries.scalars(step, scores)
                 if on_log:
                     on_log(step, scores)

@@ -16,6 +16,7 @@ from avg_rt.train.distributed import unwrap
 from torch import nn
 
 from avg_rt.config import TrainConfig
+from avg_rt.data.clips import round_to_8bit
 from avg_rt.losses import adversarial_loss, generator_loss
 from avg_rt.metrics import frame_metrics
 from avg_rt.model import pyramid
@@ -31,18 +32,20 @@ def split(clip: torch.Tensor, history_len: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def unroll(
-    G: nn.Module, history: torch.Tensor, steps: int
+    G: nn.Module, history: torch.Tensor, steps: int, feedback_8bit: bool = False
 ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
     """G's predictions for `steps` recursive steps, each a list of scales (coarsest first), and
     the input window (N, 3 * history_len, h, w) of each step. Gradients flow through the
-    recursion unless called under no_grad."""
+    recursion unless called under no_grad; with `feedback_8bit` the fed-back frame is rounded
+    to 8-bit levels, as in `avg_rt.predict.rollout`, with a straight-through gradient."""
     preds, windows = [], []
     window = history
     for _ in range(steps):
         p = G(window, all_scales=True)
         preds.append(p)
         windows.append(window)
-        window = torch.cat([window[:, 3:], p[-1]], dim=1)  # drop the oldest, append the new
+        new = p[-1] + (round_to_8bit(p[-1]) - p[-1]).detach() if feedback_8bit else p[-1]
+        window = torch.cat([window[:, 3:], new], dim=1)  # drop the oldest, append the new
     return preds, windows
 
 
@@ -114,32 +117,47 @@ def d_step(
     distributed D all-reduces its gradients exactly once per step. `autocast`: the dtype of
     the forward pass under autocast (None: float32); `scaler`: see `_update`.
     """
-    L, n = cfg.model.history_len, cfg.model.n_scales
-    history, targets = split(clip[:, : L + steps], L)
     with _autocast(clip, autocast):
-        with torch.no_grad():
-            fake, fake_windows = unroll(unwrap(G), history, steps)
-        real = [pyramid(targets[:, j], n) for j in range(steps)]
-        real_windows = [split(clip[:, j : j + L + 1], L)[0] for j in range(steps)]
-        real_in, real_hist = _d_inputs(real, real_windows, cfg, corner)
-        fake_in, fake_hist = _d_inputs(fake, fake_windows, cfg, corner)
-        b = real_in[0].shape[0]
-        both = [torch.cat([r, f]) for r, f in zip(real_in, fake_in)]  # real first
-        hist = None
-        if real_hist is not None and fake_hist is not None:
-            hist = [torch.cat([r, f]) for r, f in zip(real_hist, fake_hist)]
-        logits = D(both, hist)
-        logits_real, logits_fake = [z[:b] for z in logits], [z[b:] for z in logits]
+        logits_real, logits_fake = d_logits(G, D, clip, cfg, steps, corner)
         loss = adversarial_loss(logits_real, real=True, smoothing=cfg.d_label_smoothing)
         loss = loss + adversarial_loss(logits_fake, real=False)
     _update(loss, opt_d, scaler)
-    acc_real = torch.stack([(z > 0).float().mean() for z in logits_real]).mean().item()
-    acc_fake = torch.stack([(z < 0).float().mean() for z in logits_fake]).mean().item()
+    return {"loss/d": loss.item(), **d_accuracy(logits_real, logits_fake, "d/")}
+
+
+def d_logits(
+    G: nn.Module, D: nn.Module, clip: torch.Tensor, cfg: TrainConfig, steps: int, corner: Corner
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """D's per-scale logits on the real and on G's windows of `clip` unrolled `steps` steps
+    (G under no_grad), from one forward pass of D."""
+    L, n = cfg.model.history_len, cfg.model.n_scales
+    history, targets = split(clip[:, : L + steps], L)
+    with torch.no_grad():
+        fake, fake_windows = unroll(unwrap(G), history, steps, cfg.feedback_8bit)
+    real = [pyramid(targets[:, j], n) for j in range(steps)]
+    real_windows = [split(clip[:, j : j + L + 1], L)[0] for j in range(steps)]
+    real_in, real_hist = _d_inputs(real, real_windows, cfg, corner)
+    fake_in, fake_hist = _d_inputs(fake, fake_windows, cfg, corner)
+    b = real_in[0].shape[0]
+    both = [torch.cat([r, f]) for r, f in zip(real_in, fake_in)]  # real first
+    hist = None
+    if real_hist is not None and fake_hist is not None:
+        hist = [torch.cat([r, f]) for r, f in zip(real_hist, fake_hist)]
+    logits = D(both, hist)
+    return [z[:b] for z in logits], [z[b:] for z in logits]
+
+
+def d_accuracy(
+    logits_real: list[torch.Tensor], logits_fake: list[torch.Tensor], prefix: str
+) -> dict[str, float]:
+    """Fraction of D's per-scale decisions that are right on real and on generated windows,
+    and their mean, as `{prefix}accuracy`, `{prefix}accuracy_real`, `{prefix}accuracy_fake`."""
+    real = torch.stack([(z > 0).float().mean() for z in logits_real]).mean().item()
+    fake = torch.stack([(z < 0).float().mean() for z in logits_fake]).mean().item()
     return {
-        "loss/d": loss.item(),
-        "d/accuracy": (acc_real + acc_fake) / 2,
-        "d/accuracy_real": acc_real,
-        "d/accuracy_fake": acc_fake,
+        f"{prefix}accuracy": (real + fake) / 2,
+        f"{prefix}accuracy_real": real,
+        f"{prefix}accuracy_fake": fake,
     }
 
 
@@ -167,7 +185,7 @@ def g_step(
     L, n = cfg.model.history_len, cfg.model.n_scales
     history, targets = split(clip[:, : L + steps], L)
     with _autocast(clip, autocast):
-        preds, windows = unroll(G, history, steps)
+        preds, windows = unroll(G, history, steps, cfg.feedback_8bit)
         joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, 3, h, w) per scale
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
         d_logits = None

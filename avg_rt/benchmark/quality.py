@@ -175,14 +175,14 @@ def run(opts: QualityOptions) -> dict[str, Any]:
 def discriminator_accuracy(
     path: Path, history: np.ndarray, truth: np.ndarray, windows: int = 512, seed: int = 0
 ) -> dict[str, float] | None:
-    """D's accuracy on `windows` patch-size windows of the clips' first step (real next frame
-    against the model's prediction from the real history), drawn as training draws its clips
+    """D's accuracy on its own task over `windows` crops of the clips: real frames against the
+    model's over the checkpoint's unrolled training length, drawn as training draws its clips
     (movement filter included). None unless `path` is a checkpoint that keeps D."""
     from avg_rt import checkpoint
     from avg_rt.data.clips import ClipSampler, clips_to_float
     from avg_rt.errors import CheckpointError
     from avg_rt.model import Discriminator, Generator
-    from avg_rt.train.loop import d_accuracy
+    from avg_rt.train.loop import held_out_d_accuracy
 
     try:
         state = checkpoint.load(path)
@@ -194,21 +194,22 @@ def discriminator_accuracy(
     G, D = Generator(cfg.model), Discriminator(cfg.model)
     G.load_state_dict(state["generator"])
     D.load_state_dict(state["discriminator"])
-    L = cfg.model.history_len
+    k = cfg.unroll
     videos = [
-        Video(f"clip {i}", np.concatenate([h, y[:1]]))
+        Video(f"clip {i}", np.concatenate([h, y[:k]]))
         for i, (h, y) in enumerate(zip(history, truth))
     ]
     sampler = ClipSampler(
         videos,
-        L + 1,
-        cfg.model.patch_size,
+        len(history[0]) + k,
+        cfg.crop,
         np.random.default_rng(seed),
         cfg.movement_threshold,
         cfg.movement_tries,
         cfg.unfiltered_prob,
     )
-    scores = d_accuracy(G.eval(), D.eval(), clips_to_float(sampler.sample(windows)), cfg)
+    clip = clips_to_float(sampler.sample(windows))
+    scores = held_out_d_accuracy(G.eval(), D.eval(), clip, cfg, k)
     return {k.removeprefix("test/"): v for k, v in scores.items()}
 
 

@@ -40,6 +40,14 @@ def rollout(
             "on Ampere and newer GPUs, ~1e-3 less exact.",
         ),
     ] = False,
+    float_feedback: Annotated[
+        bool,
+        Opt(
+            "--float-feedback",
+            help="Feed predictions back as floats, not as 8-bit frames (for data that is "
+            "not 8-bit).",
+        ),
+    ] = False,
     batch: Annotated[int, Opt(help="Videos of the same size rolled out together.")] = 8,
     format: Annotated[
         str, Opt(help="Comparison animation: gif, mp4, or png (frames only).")
@@ -66,6 +74,7 @@ def rollout(
             backend=backend,
             device=device,
             tf32=tf32,
+            feedback_8bit=not float_feedback,
             batch=batch,
             format=format,
             overwrite=overwrite,
