@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from avg_rt.config import ConfigError
-from avg_rt.files import OutputExistsError
+from avg_rt.files import OutputExistsError, OutputHoldsInputError
 
 
 class InputError(Exception):
@@ -36,4 +36,9 @@ class ExportError(InputError):
     """An export that cannot be done or did not verify."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (InputError, ConfigError, OutputExistsError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    InputError,
+    ConfigError,
+    OutputExistsError,
+    OutputHoldsInputError,
+)

@@ -158,7 +158,8 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
     """Roll out every video under `opts.videos`; returns what metrics.json holds."""
     from rich.progress import Progress
 
-    check_writable(opts.out, opts.overwrite)
+    inputs = (opts.videos, opts.model)
+    check_writable(opts.out, opts.overwrite, inputs)
     if opts.format not in ("gif", "mp4", "png"):
         raise DataError("--format", f"must be gif, mp4 or png, got {opts.format!r}")
     if opts.steps < 1 or opts.start < 0 or opts.batch < 1:
@@ -168,7 +169,7 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
     results: list[VideoResult] = []
     with (
         open_runner(opts.model, opts.backend, opts.device, opts.tf32) as runner,
-        atomic_path(opts.out, opts.overwrite) as tmp,
+        atomic_path(opts.out, opts.overwrite, inputs) as tmp,
         Progress(disable=not progress) as bar,
     ):
         tmp.mkdir()
@@ -261,5 +262,16 @@ def print_summary(report: dict[str, Any]) -> None:
             fmt(m["psnr"][-1]),
             fmt(m["baseline_psnr"][-1]),
             fmt(m["sharp_diff"][0]),
+        )
+    mean = report["mean_per_step"]
+    if len([v for v in report["videos"] if v["metrics"]]) > 1 and mean:
+        last = max(i for i, v in enumerate(mean["psnr"]) if v is not None)
+        table.add_row(
+            "mean",
+            "",
+            "",
+            *(fmt(mean[k][i]) for i in (0, last) for k in ("psnr", "baseline_psnr")),
+            fmt(mean["sharp_diff"][0]),
+            style="bold",
         )
     Console().print(table)

@@ -116,14 +116,14 @@ def export(opts: ExportOptions) -> ExportResult:
     if opts.verify_steps < 1:
         raise ExportError("--verify-steps", "must be >= 1")
     engine = _engine_wanted(opts.engine)
-    check_writable(opts.out, opts.overwrite)
+    check_writable(opts.out, opts.overwrite, [opts.checkpoint])
     from avg_rt.export.to_trt import sha256
 
     ckpt_hash = sha256(opts.checkpoint)
     old_cache = opts.out / "timing.cache"  # reuse the previous build's cache when replacing
     precisions = ["fp32", "fp16"] if opts.fp16 else ["fp32"]
     reports: list[Report] = []
-    with atomic_path(opts.out, opts.overwrite) as tmp:
+    with atomic_path(opts.out, opts.overwrite, [opts.checkpoint]) as tmp:
         tmp.mkdir()
         if engine and old_cache.is_file():
             shutil.copyfile(old_cache, tmp / "timing.cache")

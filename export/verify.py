@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from avg_rt.data.clips import round_to_8bit
 from avg_rt.metrics import psnr, to_unit
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
@@ -135,7 +136,8 @@ def verify(
         hist = history.float().cpu()
     ref_roll = rollout(reference, hist.to(reference.device), steps).cpu()
     out_roll = rollout(candidate, hist.to(candidate.device), steps).cpu()
-    trajectory = torch.cat([hist, ref_roll.clamp(-1, 1)], dim=1)  # PyTorch's own windows
+    # PyTorch's own windows: its predictions fed back as 8-bit frames, as `rollout` does.
+    trajectory = torch.cat([hist, round_to_8bit(ref_roll)], dim=1)
     n = c // 3
     forced: list[dict[str, float]] = []
     free: list[dict[str, float]] = []

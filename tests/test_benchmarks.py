@@ -56,6 +56,7 @@ def test_speed_benchmark_quick(tmp_path):
         repeats=2,
         device="cpu",
         train_steps=1,
+        train_presets=("small",),  # the paper preset's 4-step training takes ~10 s a step here
         name="s",
         out=tmp_path,
     )
@@ -103,3 +104,21 @@ def test_parity_script(small_checkpoint, tmp_path):
         assert max(r["forced"]["max_abs"]) < limit, name  # other kernels, same model
     assert "| onnxrt-cpu |" in (tmp_path / "p.md").read_text()
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_generator_forms_script(tiny_dataset, tmp_path):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "generator_forms.py"
+    args = ["--data", str(tiny_dataset), "--steps", "2", "--clips", "6"]
+    runpy.run_path(str(script))["main"]([*args, "--name", "g", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "g.json").read_text())
+    labels = [r["label"] for r in report["rows"]]
+    assert labels[0] == "copy last frame" and "delta, alpha 2" in labels
+    assert report["held_out_clips"] == 6
+    # Two G-only steps from zero-initialised last layers barely move a delta generator: it is
+    # still (nearly) the copy, which the table must show as such.
+    rows = {r["label"]: r for r in report["rows"]}
+    assert abs(rows["delta, alpha 2"]["psnr"] - rows["copy last frame"]["psnr"]) < 1.0
+    assert "| delta, alpha 1 |" in (tmp_path / "g.md").read_text()

@@ -7,7 +7,7 @@ from conftest import SMALL
 from avg_rt import checkpoint
 from avg_rt.config import TrainConfig
 from avg_rt.errors import CheckpointError
-from avg_rt.model import Generator
+from avg_rt.model import Discriminator, Generator
 
 
 class Payload:
@@ -68,8 +68,14 @@ def test_generator_only_copy(tmp_path):
     g = Generator(SMALL)
     full = {"generator": g.state_dict(), "opt_g": {"state": {}, "param_groups": []}}
     checkpoint.save(tmp_path / "full.pt", cfg, 5, full)
-    dst = checkpoint.save_generator_only(tmp_path / "full.pt", tmp_path / "g.pt")
+    dst = checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "g.pt")
     data = checkpoint.load(dst)
     assert set(data) == {"format", "version", "config", "step", "generator"} and data["step"] == 5
     with pytest.raises(OutputExistsError):
-        checkpoint.save_generator_only(tmp_path / "full.pt", dst)
+        checkpoint.save_networks(tmp_path / "full.pt", dst)
+    with pytest.raises(CheckpointError, match="no discriminator"):
+        checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "gd.pt", discriminator=True)
+    full["discriminator"] = Discriminator(SMALL).state_dict()
+    checkpoint.save(tmp_path / "full.pt", cfg, 5, full)
+    data = checkpoint.load(checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "gd.pt", True))
+    assert {"generator", "discriminator"} <= set(data) and "opt_g" not in data

@@ -26,6 +26,7 @@ CFG = dataclasses.replace(
     model=dataclasses.replace(SMALL, delta=False, residual=True),
     adv_start=0,
     unroll=1,
+    lr_decay=0.0,  # constant rates: the references below step a plain optimizer
     batch=2,
     steps=3,
     summary_interval=1,

@@ -130,6 +130,11 @@ def test_rollout_cli_errors(small_checkpoint, video_dir, tmp_path):
     out.mkdir()
     r = run("--model", str(small_checkpoint), "--out", str(out))
     assert r.exit_code == 1 and "--overwrite" in r.output
+    before = sorted(p.name for p in video_dir.rglob("*"))
+    for target in (video_dir, video_dir.parent):  # the input itself, or a folder above it
+        r = run("--model", str(small_checkpoint), "--out", str(target), "--overwrite")
+        assert r.exit_code == 1 and "which this command reads" in r.output, r.output
+    assert sorted(p.name for p in video_dir.rglob("*")) == before
     (tmp_path / "m.txt").write_text("x")
     r = run("--model", str(tmp_path / "m.txt"), "--out", str(tmp_path / "o2"))
     assert r.exit_code == 1 and "unknown model type '.txt'" in r.output

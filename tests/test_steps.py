@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from avg_rt.train.loop import d_optimizer, held_out_d_accuracy, unroll_length
+from avg_rt.train.loop import d_optimizer, held_out_d_accuracy, lr_scale, unroll_length
 from avg_rt.train.steps import d_step, d_window, g_step, split, unroll
 from conftest import SMALL, busy_generator
 
@@ -50,6 +50,16 @@ def test_discriminator_window_equals_the_pyramid_of_the_window():
     direct = pyramid(x[..., 16:48, 24:56], 4)
     for a, b in zip(cut, direct):
         torch.testing.assert_close(a, b)
+
+
+def test_learning_rates_decay_linearly_over_the_last_fraction():
+    cfg = dataclasses.replace(TrainConfig(model=SMALL), steps=10, lr_decay=0.5)
+    scales = [lr_scale(cfg, s) for s in range(10)]
+    assert scales[:5] == [1.0] * 5
+    assert scales[5:] == pytest.approx([5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])  # never a dead step
+    assert lr_scale(dataclasses.replace(cfg, lr_decay=0.0), 9) == 1.0
+    with pytest.raises(ConfigError, match="lr_decay"):
+        dataclasses.replace(cfg, lr_decay=1.5).validate()
 
 
 def test_unroll_curriculum_and_crop_checks():

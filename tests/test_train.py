@@ -1,10 +1,12 @@
 import dataclasses
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
-from avg_rt.train.loop import train
+from avg_rt.train.loop import TrainingStopped, train
 from avg_rt.train.steps import split
 from conftest import SMALL, needs_cuda
 
@@ -39,18 +41,43 @@ def _weights(path):
     return checkpoint.load(path)
 
 
-def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path):
-    train_v, test_v = _videos(tiny_dataset)
-    full = train(TINY, train_v, tmp_path / "full", test_v, progress=False)
-    half = dataclasses.replace(TINY, steps=3)
-    train(half, train_v, tmp_path / "part", test_v, progress=False)
-    assert checkpoint.load(tmp_path / "part" / "checkpoint.pt")["step"] == 3
-    resumed = train(TINY, train_v, tmp_path / "part", test_v, resume=True, progress=False)
-    a, b = _weights(full), _weights(resumed)
-    assert a["step"] == b["step"] == 6
+def _assert_same_networks(a_path, b_path):
+    a, b = _weights(a_path), _weights(b_path)
+    assert a["step"] == b["step"]
     for net in ("generator", "discriminator"):
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs after resume"
+
+
+def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path):
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, lr_decay=0.0)  # a run of 3 steps, then extended to 6
+    full = train(cfg, train_v, tmp_path / "full", test_v, progress=False)
+    half = dataclasses.replace(cfg, steps=3)
+    train(half, train_v, tmp_path / "part", test_v, progress=False)
+    assert checkpoint.load(tmp_path / "part" / "checkpoint.pt")["step"] == 3
+    resumed = train(cfg, train_v, tmp_path / "part", test_v, resume=True, progress=False)
+    _assert_same_networks(full, resumed)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_after_a_whole_step_and_resume_matches(tiny_dataset, tmp_path, signum):
+    # What a scheduler (SIGTERM) or Ctrl-C (SIGINT) does mid-run: the step in progress ends,
+    # its checkpoint is written, and resuming gives the uninterrupted run's networks.
+    train_v, test_v = _videos(tiny_dataset)
+    full = train(TINY, train_v, tmp_path / "full", test_v, progress=False)
+
+    def signal_in_step_3(step, G, D):
+        if step == 2:  # two steps done; the signal lands before the third begins
+            os.kill(os.getpid(), signum)
+
+    before = signal.getsignal(signum)
+    with pytest.raises(TrainingStopped, match=f"{signal.Signals(signum).name} after step 2"):
+        train(TINY, train_v, tmp_path / "part", test_v, progress=False, after_step=signal_in_step_3)
+    assert checkpoint.load(tmp_path / "part" / "checkpoint.pt")["step"] == 2
+    assert signal.getsignal(signum) is before  # the handlers are restored
+    resumed = train(TINY, train_v, tmp_path / "part", test_v, resume=True, progress=False)
+    _assert_same_networks(full, resumed)
 
 
 def test_run_folder_contents_and_no_reuse(tiny_dataset, tmp_path):

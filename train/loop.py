@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -190,10 +193,15 @@ def train(
     summaries = Summaries(run_dir, enabled=dist.is_main)
     bar = _progress(progress and dist.is_main, cfg.steps, step)
     t0, s0 = time.perf_counter(), step
+    stop = StopSignals()
     try:
-        while step < cfg.steps:
-            logs: dict[str, float] = {}
+        while step < cfg.steps and not stop.requested(dist):
             k = unroll_length(cfg, step)
+            scale = lr_scale(cfg, step)
+            logs: dict[str, float] = {"train/lr_scale": scale}
+            for opt, lr in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
+                for group in opt.param_groups if opt is not None else ():
+                    group["lr"] = lr * scale
             adversarial = D_train is not None and opt_d is not None and step >= cfg.adv_start
             if adversarial:
                 clip = clips_to_float(sampler.sample(cfg.batch), device)
@@ -231,7 +239,9 @@ def train(
                     pred = G(split(clip[:1, : L + 1], L)[0])
                 frames = torch.cat([clip[0, :L], pred, clip[0, L : L + 1]])
                 summaries.images(step, "train/history_prediction_target", frames)
-            if step % cfg.test_interval == 0 or step == cfg.steps:
+            if (eval_clips or d_clips is not None) and (
+                step % cfg.test_interval == 0 or step == cfg.steps
+            ):
                 scores = evaluate(G, eval_clips, device) if eval_clips else {}
                 if d_clips is not None and D is not None:
                     scores |= held_out_d_accuracy(G, D, d_clips, cfg, k)
@@ -246,10 +256,11 @@ def train(
                     completed=step,
                     info=f"loss_g {logs['loss/g']:.4g}  psnr {logs['train/psnr']:.2f}",
                 )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: stop inside the step
         save(gather=not dist.enabled)  # other ranks may be gone: save what this rank has
         raise
     finally:
+        stop.restore()
         summaries.close()
         if bar is not None:
             bar.stop()
@@ -261,7 +272,47 @@ def train(
     gc.collect()
     distributed.barrier(dist)
     distributed.cleanup(dist)
+    if stop.signal is not None:
+        raise TrainingStopped(stop.signal, step, ckpt_path)
     return ckpt_path
+
+
+class TrainingStopped(Exception):
+    """Training stopped on SIGINT or SIGTERM after a whole step, with a checkpoint of it."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} after step {step}: saved {checkpoint} (continue with --resume)"
+        )
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers, `docker stop`) ask training to stop after the
+    step in progress, so that the checkpoint is one of a whole step. A second Ctrl-C stops at
+    once (KeyboardInterrupt), a second SIGTERM terminates. Handlers are installed only in the
+    main thread (Python allows no other)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        signal.signal(signum, self._previous[signum])  # the next one acts at once
+
+    def requested(self, dist: distributed.Dist) -> bool:
+        """Whether any process was asked to stop (all ranks agree, to stop at one step)."""
+        return any(distributed.gather(self.signal is not None, dist))
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
 
 def unroll_length(cfg: TrainConfig, step: int) -> int:
@@ -270,6 +321,16 @@ def unroll_length(cfg: TrainConfig, step: int) -> int:
     if cfg.unroll_ramp == 0:
         return cfg.unroll
     return min(cfg.unroll, 1 + (cfg.unroll - 1) * step // cfg.unroll_ramp)
+
+
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """Factor on both learning rates at iteration `step` (0-based): 1, then over the last
+    `cfg.lr_decay` of the steps falling linearly towards 0 (the last step still learns)."""
+    decay = round(cfg.lr_decay * cfg.steps)
+    start = cfg.steps - decay
+    if decay == 0 or step < start:
+        return 1.0
+    return (cfg.steps - step) / (decay + 1)
 
 
 def _corner(rng: np.random.Generator, cfg: TrainConfig) -> tuple[int, int]:

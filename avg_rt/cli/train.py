@@ -59,6 +59,10 @@ def train(
     adv_start: Annotated[
         int | None, Opt(help="G-only iterations before D and the adversarial term start.")
     ] = None,
+    lr_decay: Annotated[
+        float | None,
+        Opt(help="Last fraction of the steps over which both learning rates fall to 0."),
+    ] = None,
     form: Annotated[
         str | None,
         Opt(
@@ -73,6 +77,13 @@ def train(
         int | None, Opt(help="Iterations over which the unrolled length grows from 1.")
     ] = None,
     crop: Annotated[int | None, Opt(help="Side of G's training crops (D: 32x32 windows).")] = None,
+    feedback_8bit: Annotated[
+        bool | None,
+        Opt(
+            "--feedback-8bit/--float-feedback",
+            help="Unrolled steps see G's predictions as 8-bit frames, as rollouts do.",
+        ),
+    ] = None,
     lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
     lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
     lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
@@ -112,10 +123,12 @@ def train(
         d_optimizer=d_optimizer,
         d_label_smoothing=d_label_smoothing,
         adv_start=adv_start,
+        lr_decay=lr_decay,
         form=form,
         unroll=unroll,
         unroll_ramp=unroll_ramp,
         crop=crop,
+        feedback_8bit=feedback_8bit,
         lam_adv=lam_adv,
         lam_lp=lam_lp,
         lam_gdl=lam_gdl,
@@ -142,6 +155,7 @@ def train(
 
     from avg_rt.data.sources import load_videos, open_source
     from avg_rt.train.distributed import from_env
+    from avg_rt.train.loop import TrainingStopped
     from avg_rt.train.loop import train as run
 
     train_dir = data / "Train" if (data / "Train").is_dir() else data
@@ -156,6 +170,11 @@ def train(
             f"{len(videos)} training videos ({sum(len(v.frames) for v in videos)} "
             f"frames), {len(test_videos)} test videos; run folder {out}"
         )
-    ckpt = run(cfg, videos, out, test_videos, resume=resume, progress=progress)
+    try:
+        ckpt = run(cfg, videos, out, test_videos, resume=resume, progress=progress)
+    except TrainingStopped as e:
+        if main:
+            typer.echo(str(e), err=True)
+        raise typer.Exit(code=128 + e.signum) from None
     if main:
         typer.echo(f"checkpoint: {ckpt}")

@@ -139,6 +139,12 @@ def test_bad_checkpoint_and_existing_output(tmp_path, small_checkpoint):
     result = cli.invoke(app, ["export", str(small_checkpoint), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "--overwrite" in result.output
     assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+    # Exporting a run into its own folder would delete the checkpoint being exported.
+    run = small_checkpoint.parent
+    before = sorted(p.name for p in run.iterdir())
+    result = cli.invoke(app, ["export", str(small_checkpoint), "--out", str(run), "--overwrite"])
+    assert result.exit_code == 1 and "which this command reads" in result.output
+    assert sorted(p.name for p in run.iterdir()) == before
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="checks the message shown where TensorRT is missing")

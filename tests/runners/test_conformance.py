@@ -9,6 +9,7 @@ from avg_rt.export.verify import random_history
 from conftest import HAS_CUDA, needs_cuda, needs_tensorrt
 
 from avg_rt.checkpoint import load_generator
+from avg_rt.data.clips import round_to_8bit
 from avg_rt.errors import RunnerError
 from avg_rt.metrics import psnr, to_unit
 from avg_rt.predict import rollout
@@ -236,12 +237,13 @@ SHIPPED = Path(__file__).resolve().parents[2] / "models" / "small" / "checkpoint
 
 def test_shipped_model_rollouts_agree_on_real_frames(tmp_path):
     """The Done-when of the rollout issue: torch and onnxruntime FP32, 64 free-running steps
-    on Ms. Pac-Man at 210x160. Each step's own error (teacher-forced) stays under 1e-4; the
-    free-running trajectories may drift apart only where float rounding is amplified by the
-    recursion, which on real frames touches a few pixels (measured here: teacher-forced
-    8.1e-6; free-running mean |diff| <= 2.0e-7 per step, 0.0008% of values beyond 1e-4, worst
-    5.2e-4). torch against itself with oneDNN off drifts past 1e-4 too (1.5e-4 at worst;
-    `python benchmarks/parity.py`), so no float32 backend can bound single pixels there."""
+    on Ms. Pac-Man at 210x160. Each step's own error (teacher-forced) stays under 1e-4. Free
+    running, each backend feeds back its own 8-bit frames, so a value that float rounding puts
+    on the other side of a level boundary differs by one level and the recursion spreads it
+    (measured here on the shipped model: 3e-5 of the 8-bit values differ at step 1, at most
+    0.29% at any step, float mean |diff| at most 2.6e-5 per step). torch against itself with
+    oneDNN off drifts the same way (`python benchmarks/parity.py`), so no float32 backend can
+    bound single pixels there: the test bounds how many."""
     import numpy as np
     from avg_rt.export.to_onnx import save_onnx, to_onnx
 
@@ -253,7 +255,8 @@ def test_shipped_model_rollouts_agree_on_real_frames(tmp_path):
     with TorchRunner(SHIPPED) as ref_runner, OnnxRuntimeRunner(onnx_path) as runner:
         ref = rollout(ref_runner, hist, steps=64)
         out = rollout(runner, hist, steps=64)
-        windows = torch.cat([hist, ref.clamp(-1, 1)], dim=1).unfold(1, 4, 1)[:, :64]
+        # The windows torch's rollout saw: its predictions fed back as 8-bit frames.
+        windows = torch.cat([hist, round_to_8bit(ref)], dim=1).unfold(1, 4, 1)[:, :64]
         forced = torch.stack(  # each step fed torch's own window
             [
                 runner.predict(windows[:, t].permute(0, 4, 1, 2, 3).reshape(1, 12, 210, 160))
@@ -262,6 +265,6 @@ def test_shipped_model_rollouts_agree_on_real_frames(tmp_path):
             dim=1,
         )
     assert (forced - ref).abs().amax().item() < 1e-4
-    diff = (out - ref).abs()
-    assert diff.mean(dim=(0, 2, 3, 4)).max().item() < 1e-5
-    assert (diff > 1e-4).float().mean().item() < 1e-3
+    assert (out - ref).abs().mean(dim=(0, 2, 3, 4)).max().item() < 1e-4
+    differing = (round_to_8bit(out) != round_to_8bit(ref)).float().mean(dim=(0, 2, 3, 4))
+    assert differing[0].item() < 1e-3 and differing.max().item() < 1e-2

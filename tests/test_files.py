@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from avg_rt.files import OutputExistsError, OutputHoldsInputError, atomic_path, atomic_write_text
+
+
+def test_atomic_write_replaces_only_when_asked_and_keeps_inputs(tmp_path):
+    out = tmp_path / "out.txt"
+    atomic_write_text(out, "first")
+    with pytest.raises(OutputExistsError):
+        atomic_write_text(out, "second")
+    atomic_write_text(out, "second", overwrite=True)
+    assert out.read_text() == "second"
+    folder = tmp_path / "videos"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "0.png").write_bytes(b"frame")
+    for target in (folder, tmp_path):  # the input itself, a folder above it
+        with pytest.raises(OutputHoldsInputError, match="which this command reads"):
+            with atomic_path(target, overwrite=True, inputs=[folder / "a"]):
+                pass
+    assert (folder / "a" / "0.png").read_bytes() == b"frame"
+
+
+def test_failed_write_leaves_the_old_output_and_no_temporary(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(out, overwrite=True) as tmp:
+        tmp.mkdir()
+        (tmp / "half").write_text("new")
+        raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (out / "keep").read_text() == "old"
+
+
+def test_temporaries_of_killed_writers_are_removed(tmp_path):
+    # A writer killed before its cleanup (kill -9) leaves `.NAME.PID.*.tmp`; the next write of
+    # NAME removes it, but never a live writer's.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stale = tmp_path / f".out.txt.{dead}.abc.tmp"
+    live = tmp_path / f".out.txt.{os.getpid()}.def.tmp"
+    for t in (stale, live):
+        t.mkdir()
+        (t / "out.txt").write_text("half")
+    atomic_write_text(tmp_path / "out.txt", "done")
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "out.txt").read_text() == "done"
