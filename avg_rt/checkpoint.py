@@ -91,6 +91,15 @@ def load_generator(
         raise CheckpointError(
             path, f"generator weights do not match its config ({e})".splitlines()[0]
         ) from None
+    bad = [
+        k for k, v in data["generator"].items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise CheckpointError(
+            path,
+            f"non-finite generator weights (NaN or inf) in {len(bad)} tensors, first {bad[0]}: "
+            "the training that wrote it diverged",
+        )
     return gen.to(map_location).eval(), cfg
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.sources import Video, load_video, open_source
-from avg_rt.errors import DataError
+from avg_rt.errors import DataError, RunnerError
 from avg_rt.files import atomic_path, check_writable
 from avg_rt.metrics import PSNR_CONVENTION, SHARP_DIFF_CONVENTION, finite_or_none
 from avg_rt.predict import rollout, score
@@ -116,6 +116,12 @@ def _run_group(
     windows = np.stack([np.asarray(v.frames[opts.start : opts.start + L]) for v in videos])
     history = frames_to_model(windows, runner.device)  # (B, L, 3, H, W)
     preds = rollout(runner, history, opts.steps, on_step=on_step, feedback_8bit=opts.feedback_8bit)
+    finite = preds.isfinite().flatten(2).all(dim=2)  # (B, steps)
+    if not finite.all():
+        first = int((~finite).any(dim=0).nonzero()[0])
+        raise RunnerError(
+            opts.model, f"its prediction {first + 1} is not finite (NaN or inf): it cannot be used"
+        )
     frames = model_to_frames(preds)  # (B, S, H, W, 3)
     results = []
     for i, v in enumerate(videos):

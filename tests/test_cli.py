@@ -80,15 +80,25 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--batch", "0"], "batch must be >= 1"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--resume"], "checkpoint"),
         (["data", "atari", "--out", "{tmp}", "--game", "nope"], "nope: no such game"),
+        (["data", "atari", "--out", "{tmp}/d", "--max-frames", "2"], "--max-frames must be >= 5"),
+        (["data", "atari", "--out", "{tmp}/d", "--episodes", "0"], "--episodes must be >= 1"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--device", "gpu"], "--device gpu: must"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/file"], "{tmp}/file is a file, not a run"),
+        (["train", "--data", "{tmp}/small", "--out", "{tmp}/r"], "smaller than"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_1(tmp_path, args, message):
+    from conftest import moving_frames, write_frames
+
+    (tmp_path / "file").write_text("not a folder")
+    write_frames(tmp_path / "small" / "v", moving_frames(h=16, w=16))  # below the 32x32 crop
     args = [a.format(tmp=tmp_path) for a in args]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert message.format(tmp=tmp_path) in lines[0]
+    errors = result.stderr.strip().splitlines()  # (stdout may have said what it found)
+    assert len(errors) == 1 and errors[0].startswith("error: ")
+    assert message.format(tmp=tmp_path) in errors[0]
+    assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()  # nothing half-made
 
 
 def test_data_then_train_end_to_end(tmp_path):
@@ -131,3 +141,19 @@ def test_data_then_train_end_to_end(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    # Resuming applies the options given and says which changed; it refuses what would make
+    # it another experiment, and a step count the run has already reached.
+    base = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress"]
+    result = runner.invoke(app, [*base, "--resume", "--steps", "3", "--lr-g", "0.0005"])
+    assert result.exit_code == 0, result.output
+    assert "resuming with steps 2 -> 3, lr_g 0.001 -> 0.0005" in result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["steps"] == 3 and saved["lr_g"] == 0.0005
+    for extra, message in (
+        (["--steps", "3"], "already at step 3"),
+        (["--steps", "4", "--form", "residual"], "network cannot change"),
+        (["--steps", "4", "--seed", "5"], "--seed: cannot change on --resume"),
+    ):
+        result = runner.invoke(app, [*base, "--resume", *extra])
+        assert result.exit_code == 1 and message in result.output, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 3

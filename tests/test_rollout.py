@@ -188,3 +188,49 @@ def test_rollout_cli_onnx_matches_checkpoint(small_checkpoint, onnx_files, video
     assert report["backend"] == "onnxrt-cpu-tf32"
     b = report["videos"][0]["metrics"]
     np.testing.assert_allclose(a["psnr"], b["psnr"], atol=1e-3)
+
+
+def test_unusable_models_stop_with_one_line(small_checkpoint, onnx_files, video_dir, tmp_path):
+    import onnx
+
+    from avg_rt import checkpoint
+
+    def run(model, out):
+        args = ["rollout", str(video_dir / "small"), "--model", str(model), "--out", str(out)]
+        return cli.invoke(app, [*args, "--no-progress"])
+
+    # A diverged training's checkpoint: NaN weights would roll out black frames scored "inf".
+    data = checkpoint.load(small_checkpoint)
+    weights = dict(data["generator"])
+    name = next(k for k in weights if k.endswith("weight"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    checkpoint.save(tmp_path / "nan.pt", data["config"], data["step"], {"generator": weights})
+    r = run(tmp_path / "nan.pt", tmp_path / "o1")
+    assert (
+        r.exit_code == 1
+        and f"non-finite generator weights (NaN or inf) in 1 tensors, first {name}" in r.output
+    )
+
+    # An ONNX file whose avg-rt metadata disagrees with its input.
+    proto = onnx.load(onnx_files["fp32"])
+    for p in proto.metadata_props:
+        if p.key == "history_len":
+            p.value = "1"
+    onnx.save(proto, tmp_path / "meta.onnx")
+    r = run(tmp_path / "meta.onnx", tmp_path / "o2")
+    assert r.exit_code == 1 and "its input has 12 channels" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_non_finite_predictions_stop_the_rollout(
+    small_checkpoint, video_dir, tmp_path, monkeypatch
+):
+    def nan_predict(self, history):
+        return torch.full_like(history[:, :3], float("nan"))
+
+    monkeypatch.setattr(TorchRunner, "predict", nan_predict)
+    args = ["rollout", str(video_dir / "small"), "--model", str(small_checkpoint)]
+    r = cli.invoke(app, [*args, "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 1 and "prediction 1 is not finite" in r.output, r.output
+    assert not (tmp_path / "o").exists()

@@ -96,17 +96,11 @@ def train(
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
     dist = distributed.from_env()
-    if resume and not ckpt_path.is_file():
-        raise ConfigError(f"--resume: {ckpt_path} does not exist")
-    if dist.is_main and not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
+    if dist.is_main:
+        check_run_folder(run_dir, resume)
     device = resolve_device(cfg.device)
     if dist.enabled:
         device = distributed.setup(dist, device)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     # Each rank draws its own clips: no two ranks train on the same ones.
     rng = np.random.default_rng([cfg.seed, dist.rank] if dist.enabled else cfg.seed)
@@ -166,6 +160,15 @@ def train(
             if scaler is not None and key in state:  # FP16 runs keep their loss scale
                 scaler.load_state_dict(state[key])
         step = state["step"]
+        if step >= cfg.steps:
+            raise ConfigError(
+                f"--steps {cfg.steps}: {ckpt_path} is already at step {step} (ask for more)"
+            )
+    # The run folder appears only once the data and the checkpoint have proved usable.
+    if dist.is_main:  # (on a resume, the config it continues with)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(to_dict(cfg), indent=2)
+        atomic_write_text(run_dir / "config.json", text, overwrite=resume)
     G_train = distributed.wrap(G, dist, device)
     D_train = distributed.wrap(D, dist, device) if D is not None else None
 
@@ -313,6 +316,17 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def check_run_folder(run_dir: Path, resume: bool) -> None:
+    """Raise ConfigError unless `run_dir` can take a new run (absent or empty) or, with
+    `resume`, holds a checkpoint to continue."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out: {run_dir} is a file, not a run folder")
+    if resume and not (run_dir / CHECKPOINT).is_file():
+        raise ConfigError(f"--resume: {run_dir / CHECKPOINT} does not exist")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
 
 
 def unroll_length(cfg: TrainConfig, step: int) -> int:

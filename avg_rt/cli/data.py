@@ -55,6 +55,7 @@ def atari(
         policy=policy,  # type: ignore[arg-type]
         seed=seed,
     )
+    cfg.validate()
     total = (episodes + test_episodes) * max_frames
     with Progress(disable=not progress) as bar:
         task = bar.add_task(f"recording {game}", total=total)

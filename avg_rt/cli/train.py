@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from avg_rt.cli.options import DeviceOpt, ProgressOpt, SeedOpt
-from avg_rt.config import PRESETS, ConfigError, TrainConfig, to_dict
+from avg_rt.config import PRESETS, ConfigError, ModelConfig, TrainConfig, to_dict
 
 Opt = typer.Option
 
@@ -35,6 +35,30 @@ def resolve_config(preset: str, form: str | None = None, **overrides: Any) -> Tr
     return cfg
 
 
+# What defines the run; a resume that changed them would continue another experiment.
+FIXED_ON_RESUME = ("adversarial", "d_optimizer", "seed", "crop")
+
+
+def resume_config(
+    saved: TrainConfig, model: ModelConfig | None, device: str, overrides: dict[str, Any]
+) -> tuple[TrainConfig, list[str]]:
+    """The saved config of a run with the options given on its resume applied, and a note
+    for each value that changed. Refuses (ConfigError) a change of the network (`model`, from
+    --preset/--form) or of FIXED_ON_RESUME."""
+    if model is not None and model != saved.model:
+        raise ConfigError("--preset/--form: the run's network cannot change on --resume")
+    given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
+    for name in FIXED_ON_RESUME:
+        if name in given:
+            raise ConfigError(
+                f"--{name.replace('_', '-')}: cannot change on --resume (the run was trained "
+                f"with {getattr(saved, name)}); start a new run"
+            )
+    cfg = dataclasses.replace(saved, device=device, **given)
+    cfg.validate()
+    return cfg, [f"{k} {getattr(saved, k)} -> {v}" for k, v in given.items()]
+
+
 def train(
     data: Annotated[
         Path,
@@ -44,7 +68,9 @@ def train(
         ),
     ],
     out: Annotated[Path, Opt("--out", "-o", help="Run folder (new, or existing with --resume).")],
-    preset: Annotated[str, Opt(help="paper (the published network) or small (CPU).")] = "small",
+    preset: Annotated[
+        str | None, Opt(help="paper (the published network) or small (CPU). [default: small]")
+    ] = None,
     steps: Annotated[int | None, Opt(help="Total iterations (default: preset's).")] = None,
     adversarial: Annotated[
         bool | None, Opt("--adversarial/--no-adversarial", help="Train with D (default) or G only.")
@@ -113,8 +139,7 @@ def train(
     """
     from avg_rt.runners import resolve_device
 
-    cfg = resolve_config(
-        preset,
+    overrides = dict(
         steps=steps,
         adversarial=adversarial,
         batch=batch,
@@ -124,7 +149,6 @@ def train(
         d_label_smoothing=d_label_smoothing,
         adv_start=adv_start,
         lr_decay=lr_decay,
-        form=form,
         unroll=unroll,
         unroll_ramp=unroll_ramp,
         crop=crop,
@@ -137,17 +161,19 @@ def train(
         test_interval=test_interval,
         amp=amp,
         seed=seed,
-        device=device,
     )
+    cfg = resolve_config(preset or "small", form, device=device, **overrides)
+    from avg_rt.train.loop import CHECKPOINT, check_run_folder
+
+    check_run_folder(out, resume)  # before reading any data
     if resume:
-        # The run's own config wins: a resumed run must continue the same experiment.
         from avg_rt import checkpoint
-        from avg_rt.train.loop import CHECKPOINT
 
         saved = checkpoint.load(out / CHECKPOINT)["config"]
-        cfg = dataclasses.replace(
-            saved, steps=cfg.steps if steps is not None else saved.steps, device=device
-        )
+        model_given = preset is not None or form is not None
+        cfg, changed = resume_config(saved, cfg.model if model_given else None, device, overrides)
+        if changed:
+            typer.echo("resuming with " + ", ".join(changed), err=True)
     if dry_run:
         typer.echo(json.dumps(to_dict(cfg), indent=2))
         return

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from avg_rt.config import ConfigError
 from avg_rt.errors import DataError
 from avg_rt.files import atomic_path
 
@@ -33,6 +34,22 @@ class AtariConfig:
     policy: Policy = "sticky"
     stickiness: float = 0.9
     seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first option that cannot work."""
+        for name, low in (("episodes", 1), ("test_episodes", 0), ("frame_skip", 1)):
+            if getattr(self, name) < low:
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(f"{option} must be >= {low}, got {getattr(self, name)}")
+        if self.max_frames < MIN_EPISODE_FRAMES:
+            raise ConfigError(
+                f"--max-frames must be >= {MIN_EPISODE_FRAMES} (a 4-frame history and a frame "
+                f"to predict; training wants hundreds), got {self.max_frames}"
+            )
+
+
+# The shortest episode anything can train on: avg-rt's default history and one target.
+MIN_EPISODE_FRAMES = 5
 
 
 def check_game(game: str) -> None:
@@ -94,8 +111,7 @@ def record(
     """
     from PIL import Image
 
-    if cfg.episodes < 1 or cfg.test_episodes < 0 or cfg.max_frames < 1 or cfg.frame_skip < 1:
-        raise DataError(out, "episodes, max_frames and frame_skip must be >= 1")
+    cfg.validate()
     check_game(cfg.game)
     out = Path(out)
     with atomic_path(out, overwrite) as tmp:

@@ -97,9 +97,17 @@ def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; 'cuda' without a GPU raises RunnerError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RunnerError(device, "no CUDA GPU is available here (use --device cpu)")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = torch.device("meta")  # any name torch does not know
     if dev.type not in ("cpu", "cuda"):
-        raise RunnerError(device, "device must be cpu, cuda, cuda:N or auto")
+        raise RunnerError(f"--device {device}", "must be cpu, cuda, cuda:N or auto")
+    if not torch.cuda.is_available():
+        if dev.type == "cuda":
+            raise RunnerError(f"--device {device}", "no CUDA GPU is available here (use cpu)")
+    elif dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RunnerError(
+            f"--device {device}", f"this machine has {torch.cuda.device_count()} CUDA GPUs"
+        )
     return dev

@@ -93,6 +93,13 @@ class OnnxRuntimeRunner:
         if "history_len" not in meta:
             raise RunnerError(self.path, "not an avg-rt ONNX export (no history_len metadata)")
         self.history_len = int(meta["history_len"])
+        channels = self.session.get_inputs()[0].shape[1]
+        if channels != 3 * self.history_len:
+            raise RunnerError(
+                self.path,
+                f"its input has {channels} channels, but its metadata says history_len "
+                f"{self.history_len} ({3 * self.history_len} channels): not an avg-rt export",
+            )
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         return self
