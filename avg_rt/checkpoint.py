@@ -54,10 +54,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(path, "not a PyTorch checkpoint (expected a torch.save archive)")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else "pickled objects"
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            path, f"refused: it holds pickled Python objects, which could run code ({first})"
+            path,
+            "refused: it holds pickled Python objects, which could run code; avg-rt loads "
+            "only checkpoints of tensors and a config",
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(path, f"not a PyTorch checkpoint ({type(e).__name__})") from None

@@ -168,8 +168,13 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
     check_writable(opts.out, opts.overwrite, inputs)
     if opts.format not in ("gif", "mp4", "png"):
         raise DataError("--format", f"must be gif, mp4 or png, got {opts.format!r}")
-    if opts.steps < 1 or opts.start < 0 or opts.batch < 1:
-        raise DataError("--steps/--start/--batch", "steps and batch must be >= 1, start >= 0")
+    for name, value, low in (
+        ("--steps", opts.steps, 1),
+        ("--start", opts.start, 0),
+        ("--batch", opts.batch, 1),
+    ):
+        if value < low:
+            raise DataError(name, f"must be >= {low}, got {value}")
     specs = list(open_source(opts.videos))
     skipped: list[dict[str, str]] = []
     results: list[VideoResult] = []
@@ -182,10 +187,18 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
         groups: dict[tuple[int, int], list[Video]] = defaultdict(list)
         for spec in specs:
             try:
-                video = load_video(spec, min_frames=opts.start + runner.history_len)
+                L = runner.history_len
+                why = f"--start {opts.start} and a {L}-frame history"
+                video = load_video(spec, opts.start + L, why=why)
+                if min(video.size) < runner.min_frame_size:
+                    h, w = video.size
+                    m = runner.min_frame_size
+                    raise DataError(
+                        spec.name, f"frames are {h}x{w}; this model takes at least {m}x{m}"
+                    )
             except DataError as e:
                 skipped.append({"name": spec.name, "error": str(e)})
-                bar.console.print(f"[yellow]skipped[/yellow] {e}")
+                bar.console.print(f"[yellow]skipped[/yellow] {e}", soft_wrap=True)  # one line each
                 continue
             groups[video.size].append(video)
         task = bar.add_task("rollout", total=sum(len(g) for g in groups.values()) * opts.steps)

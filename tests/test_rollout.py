@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -234,3 +235,23 @@ def test_non_finite_predictions_stop_the_rollout(
     r = cli.invoke(app, [*args, "--out", str(tmp_path / "o"), "--no-progress"])
     assert r.exit_code == 1 and "prediction 1 is not finite" in r.output, r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_videos_the_model_cannot_take_are_skipped_by_name(small_checkpoint, tmp_path):
+    videos = tmp_path / "videos"
+    write_frames(videos / "tiny", moving_frames(t=8, h=4, w=4))
+    write_frames(videos / "short", moving_frames(t=3))
+    write_frames(videos / "fine", moving_frames(t=8))
+    args = ["rollout", str(videos), "--model", str(small_checkpoint), "--no-progress"]
+    r = cli.invoke(app, [*args, "--out", str(tmp_path / "o"), "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    skipped = {
+        Path(s["name"]).name: s["error"]
+        for s in json.loads((tmp_path / "o" / "metrics.json").read_text())["skipped"]
+    }
+    assert skipped["tiny"].endswith("frames are 4x4; this model takes at least 8x8")
+    assert skipped["short"].endswith(
+        "3 frames, at least 4 needed (--start 0 and a 4-frame history)"
+    )
+    r = cli.invoke(app, [*args, "--out", str(tmp_path / "o2"), "--steps", "0"])
+    assert r.exit_code == 1 and "--steps: must be >= 1, got 0" in r.output

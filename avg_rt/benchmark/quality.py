@@ -56,7 +56,7 @@ class CopyLast:
     """The baseline as a runner: it predicts the last frame of its window, so a rollout repeats
     the last real frame (scored by the same batched code as the models)."""
 
-    name, device, history_len = "copy-last", torch.device("cpu"), 4
+    name, device, history_len, min_frame_size = "copy-last", torch.device("cpu"), 4, 1
 
     def __enter__(self) -> CopyLast:
         return self

@@ -14,7 +14,9 @@ Opt = typer.Option
 
 
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint (checkpoint.pt).")],
+    checkpoint: Annotated[
+        Path, typer.Argument(metavar="CHECKPOINT", help="Training checkpoint (checkpoint.pt).")
+    ],
     out: Annotated[Path, Opt("--out", "-o", help="Output folder (new, or --overwrite).")],
     fp16: Annotated[
         bool, Opt(help="Also write generator.fp16.onnx (FP16 graph, FP32 I/O).")

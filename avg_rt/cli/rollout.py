@@ -16,8 +16,9 @@ def rollout(
     videos: Annotated[
         Path,
         typer.Argument(
+            metavar="VIDEOS",
             help="Folder of videos: frame folders (TF Test/ "
-            "layout), video files, or one video's frames."
+            "layout), video files, or one video's frames.",
         ),
     ],
     model: Annotated[

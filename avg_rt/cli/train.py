@@ -116,9 +116,15 @@ def train(
     test: Annotated[
         Path | None, Opt(help="Held-out videos (default: DATA/Test if present).")
     ] = None,
-    test_recursions: Annotated[int | None, Opt(help="Recursive steps in periodic tests.")] = None,
-    save_interval: Annotated[int | None, Opt(help="Steps between checkpoints.")] = None,
-    test_interval: Annotated[int | None, Opt(help="Steps between test rollouts.")] = None,
+    test_recursions: Annotated[
+        int | None, Opt(help="Recursive steps in periodic tests (default: the preset's).")
+    ] = None,
+    save_interval: Annotated[
+        int | None, Opt(help="Steps between checkpoints (default: the preset's).")
+    ] = None,
+    test_interval: Annotated[
+        int | None, Opt(help="Steps between test rollouts (default: the preset's).")
+    ] = None,
     amp: Annotated[str | None, Opt(help="none, bf16 or fp16 autocast (CUDA only).")] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",

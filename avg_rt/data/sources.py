@@ -303,9 +303,12 @@ class _ListSource:
         return iter(self.specs)
 
 
-def load_video(spec: VideoSpec, min_frames: int = 1, cache_dir: Path | None = None) -> Video:
+def load_video(
+    spec: VideoSpec, min_frames: int = 1, cache_dir: Path | None = None, why: str = ""
+) -> Video:
     """Decode one video (through the memory-map cache when `cache_dir` is given) and check it
-    has at least `min_frames` frames. Raises DataError naming the video."""
+    has at least `min_frames` frames (`why`: what they are for, said in the error). Raises
+    DataError naming the video."""
     if cache_dir is not None and spec.fingerprint is not None:
         from avg_rt.data.cache import cached_frames
 
@@ -313,8 +316,9 @@ def load_video(spec: VideoSpec, min_frames: int = 1, cache_dir: Path | None = No
     else:
         frames = spec.decode()
     if len(frames) < min_frames:
+        because = f" ({why})" if why else ""
         raise DataError(
-            spec.name, f"video has {len(frames)} frames, at least {min_frames} needed (history + 1)"
+            spec.name, f"video has {len(frames)} frames, at least {min_frames} needed{because}"
         )
     return Video(spec.name, frames)
 
@@ -323,4 +327,5 @@ def load_videos(
     source: FrameSource, min_frames: int = 1, cache_dir: Path | None = None
 ) -> list[Video]:
     """Decode every video of `source`; the first bad one raises DataError."""
-    return [load_video(spec, min_frames, cache_dir) for spec in source]
+    why = f"a {min_frames - 1}-frame history and a target" if min_frames > 1 else ""
+    return [load_video(spec, min_frames, cache_dir, why) for spec in source]

@@ -34,6 +34,7 @@ class Runner(Protocol):
     name: str  # e.g. "torch-cpu", "onnxrt-cpu-fp16", "tensorrt-fp16"
     device: torch.device
     history_len: int
+    min_frame_size: int  # smallest height or width the model takes (1: not known)
 
     def __enter__(self) -> Self: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ class OnnxRuntimeRunner:
             + ("-tf32" if tf32 else "")
         )
         self.history_len = 0
+        self.min_frame_size = 1
         self.own_thread_pool = True  # onnxruntime computes on its own threads, not torch's
         self.session: Any = None
         self._out: torch.Tensor | None = None
@@ -93,6 +95,8 @@ class OnnxRuntimeRunner:
         if "history_len" not in meta:
             raise RunnerError(self.path, "not an avg-rt ONNX export (no history_len metadata)")
         self.history_len = int(meta["history_len"])
+        if "model_config" in meta:
+            self.min_frame_size = 2 ** (len(json.loads(meta["model_config"])["g_maps"]) - 1)
         channels = self.session.get_inputs()[0].shape[1]
         if channels != 3 * self.history_len:
             raise RunnerError(

@@ -58,6 +58,7 @@ class TorchRunner:
         )
         self.graph_safe = not compile  # eager steps can be captured as CUDA graphs
         self.history_len = model.cfg.history_len if isinstance(model, Generator) else 0
+        self.min_frame_size = model.cfg.min_frame_size if isinstance(model, Generator) else 1
         self.model: Generator | None = None
         self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # model or compiled
 
@@ -73,6 +74,7 @@ class TorchRunner:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.history_len = model.cfg.history_len
+        self.min_frame_size = model.cfg.min_frame_size
         self._forward = torch.compile(model) if self.compile else model
         return self
 

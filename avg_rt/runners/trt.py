@@ -28,17 +28,19 @@ class TensorRTRunner:
         self.name = "tensorrt"
         self.graph_safe = True  # enqueue is capturable after the first (warm-up) call
         self.history_len = 0
+        self.min_frame_size = 1  # the engine's profile sets the real bounds
         self.meta: dict[str, Any] = {}
         self._context: Any = None
         self._out: torch.Tensor | None = None
 
     def __enter__(self) -> Self:
-        if self.device.type != "cuda":
-            raise RunnerError(self.path, "TensorRT runs on CUDA only (use --device cuda)")
         try:
             import tensorrt as trt
         except ImportError:
-            raise RunnerError("tensorrt", "not installed: pip install 'avg-rt[gpu]'") from None
+            problem = "TensorRT is not installed (pip install 'avg-rt[gpu]', on a CUDA machine)"
+            raise RunnerError(self.path, problem) from None
+        if self.device.type != "cuda":
+            raise RunnerError(self.path, "TensorRT runs on CUDA only (use --device cuda)")
         meta_path = self.path.with_suffix(".json")
         if not meta_path.is_file():
             raise RunnerError(self.path, f"no metadata {meta_path.name} beside the plan; {REBUILD}")
