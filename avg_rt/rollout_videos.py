@@ -111,6 +111,7 @@ def _run_group(
     out: Path,
     taken: set[str],
     on_step: Any,
+    on_written: Any,
 ) -> list[VideoResult]:
     L = runner.history_len
     windows = np.stack([np.asarray(v.frames[opts.start : opts.start + L]) for v in videos])
@@ -136,6 +137,7 @@ def _run_group(
             result.metrics = {k: finite_or_none(a[0]) for k, a in m.items()}
         _write_video(out / result.folder, windows[i], frames[i], truth, result, opts)
         results.append(result)
+        on_written()
     return results
 
 
@@ -201,7 +203,9 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
                 bar.console.print(f"[yellow]skipped[/yellow] {e}", soft_wrap=True)  # one line each
                 continue
             groups[video.size].append(video)
-        task = bar.add_task("rollout", total=sum(len(g) for g in groups.values()) * opts.steps)
+        n_videos = sum(len(g) for g in groups.values())
+        task = bar.add_task("rollout", total=n_videos * opts.steps)
+        writing = bar.add_task(f"writing {opts.format} and metrics", total=n_videos)
         taken: set[str] = set()
         for group in groups.values():
             for i in range(0, len(group), opts.batch):
@@ -211,7 +215,9 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
                 def advance(t: int, done: float = done, n: int = n) -> None:
                     bar.update(task, completed=done + t * n)
 
-                results += _run_group(runner, chunk, opts, tmp, taken, advance)
+                results += _run_group(
+                    runner, chunk, opts, tmp, taken, advance, lambda: bar.advance(writing)
+                )
         report = {
             "model": str(opts.model),
             "backend": runner.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,11 @@ def _check(
         )
 
 
-def export(opts: ExportOptions) -> ExportResult:
-    """Run the export; raises ExportError (after writing the report) if any artefact failed."""
+def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -> ExportResult:
+    """Run the export; raises ExportError (after writing the report) if any artefact failed.
+    `on_stage(what)` is called as each stage starts (conversion, verification, engine
+    builds can take minutes)."""
+    say = on_stage or (lambda what: None)
     generator, cfg = load_generator(opts.checkpoint)
     opts.ranges.validate(cfg.model)
     if opts.triton and opts.ranges.batch.min != 1:
@@ -130,6 +134,7 @@ def export(opts: ExportOptions) -> ExportResult:
         onnx_files = []
         for precision in precisions:
             path = tmp / ("generator.onnx" if precision == "fp32" else "generator.fp16.onnx")
+            say(f"converting to {path.name} ({precision.upper()})")
             proto = to_onnx(
                 generator,
                 fp16=precision == "fp16",
@@ -137,6 +142,7 @@ def export(opts: ExportOptions) -> ExportResult:
                 metadata={"checkpoint_sha256": ckpt_hash},
             )
             save_onnx(proto, path)
+            say(f"verifying {path.name} against PyTorch ({opts.verify_steps}-step rollouts)")
             report = _check(OnnxRuntimeRunner(path), generator, "cpu", opts, path.name, precision)
             reports.append(report)
             if report.passed:
@@ -149,6 +155,7 @@ def export(opts: ExportOptions) -> ExportResult:
 
             for path, precision in onnx_files:
                 plan = path.with_suffix(".plan")
+                say(f"building {plan.name} with TensorRT (minutes; cached for rebuilds)")
                 build_engine(
                     path,
                     plan,
@@ -160,6 +167,7 @@ def export(opts: ExportOptions) -> ExportResult:
                     int(opts.workspace_gib * 2**30),
                     ckpt_hash,
                 )
+                say(f"verifying {plan.name} against PyTorch")
                 report = _check(
                     TensorRTRunner(plan, "cuda"), generator, "cuda", opts, plan.name, precision
                 )
@@ -181,6 +189,8 @@ def export(opts: ExportOptions) -> ExportResult:
         atomic_write_text(tmp / REPORT, json.dumps(summary, indent=2))
         if opts.triton:
             from avg_rt.export.triton import write_repository
+
+            say("writing the Triton model repository")
 
             write_repository(
                 tmp / "model_repository",

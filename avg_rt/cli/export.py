@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from avg_rt.cli.options import OverwriteOpt
+from avg_rt.cli.options import OverwriteOpt, ProgressOpt
 from avg_rt.export.shapes import Range, ShapeRanges
 
 Opt = typer.Option
@@ -36,6 +37,7 @@ def export(
     verify_steps: Annotated[int, Opt(help="Steps of the verification rollout.")] = 64,
     workspace_gib: Annotated[float, Opt(help="TensorRT builder workspace (GiB).")] = 4.0,
     overwrite: OverwriteOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Export the generator to ONNX (and TensorRT), verified against PyTorch before writing.
 
@@ -49,6 +51,12 @@ def export(
         Range.parse(height, "--height"),
         Range.parse(width, "--width"),
     )
+    start = time.monotonic()
+
+    def stage(what: str) -> None:
+        if progress:
+            typer.echo(f"[{time.monotonic() - start:5.0f} s] {what}", err=True)
+
     result = run(
         ExportOptions(
             checkpoint=checkpoint,
@@ -61,7 +69,8 @@ def export(
             overwrite=overwrite,
             verify_steps=verify_steps,
             workspace_gib=workspace_gib,
-        )
+        ),
+        on_stage=stage,
     )
     for path in result.artefacts:
         typer.echo(f"wrote {path}")

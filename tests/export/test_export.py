@@ -28,6 +28,9 @@ def exported(small_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "exported"
     result = _export(small_checkpoint, out, "--fp16", "--triton", "--no-engine")
     assert result.exit_code == 0, result.output
+    # Minutes of work are never silent: each stage says when it starts.
+    for stage in ("converting to generator.fp16.onnx", "verifying generator.onnx", "Triton"):
+        assert stage in result.stderr, result.stderr
     return out
 
 
