@@ -20,29 +20,36 @@ class OutputExistsError(FileExistsError):
 
 
 class OutputHoldsInputError(ValueError):
-    """Replacing the output would delete an input of the same command."""
+    """The output is, holds or lies inside an input of the same command."""
 
-    def __init__(self, path: Path, source: Path):
+    def __init__(self, path: Path, source: Path, relation: str):
         super().__init__(
-            f"{path}: holds {source}, which this command reads; --overwrite would delete it "
-            "(choose another output)"
+            f"{path}: {relation} {source}, which this command reads (choose an output outside it)"
         )
         self.path = path
 
 
+def check_outside(path: Path, inputs: Sequence[Path]) -> None:
+    """Raise OutputHoldsInputError if output `path` is one of `inputs`, lies inside one, or
+    (when it exists) holds one: replacing it could delete what the command reads, and an
+    output inside an input folder would be read as input next time."""
+    here = Path(path).resolve()
+    for source in inputs:
+        there = Path(source).resolve()
+        if there == here:
+            raise OutputHoldsInputError(path, Path(source), "is")
+        if there in here.parents:
+            raise OutputHoldsInputError(path, Path(source), "lies inside")
+        if here in there.parents and Path(path).exists():
+            raise OutputHoldsInputError(path, Path(source), "holds")
+
+
 def check_writable(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
-    """Raise OutputExistsError if `path` exists and `overwrite` is false, and
-    OutputHoldsInputError if replacing `path` would delete one of `inputs` (when `path` is,
-    or is a folder above, one of them)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path)
-    if path.exists():
-        here = path.resolve()
-        for source in inputs:
-            there = Path(source).resolve()
-            if there == here or here in there.parents:
-                raise OutputHoldsInputError(path, Path(source))
+    """Raise OutputHoldsInputError (see `check_outside`), then OutputExistsError if `path`
+    exists and `overwrite` is false."""
+    check_outside(path, inputs)
+    if Path(path).exists() and not overwrite:
+        raise OutputExistsError(Path(path))
 
 
 def _fsync(path: Path) -> None:
@@ -117,6 +124,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path: str | Path, text: str, overwrite: bool = False) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
-    atomic_write_bytes(path, text.encode(), overwrite)
+def atomic_write_text(
+    path: str | Path, text: str, overwrite: bool = False, inputs: Sequence[Path] = ()
+) -> None:
+    """Write `text` (UTF-8) to `path` atomically (see `atomic_path` for `inputs`)."""
+    with atomic_path(path, overwrite, inputs) as tmp:
+        tmp.write_bytes(text.encode())

@@ -48,7 +48,7 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         [
             "train",
             "--data",
-            str(tmp_path),
+            str(tmp_path / "data"),
             "--out",
             str(tmp_path / "r"),
             "--preset",
@@ -82,9 +82,13 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         (["data", "atari", "--out", "{tmp}", "--game", "nope"], "nope: no such game"),
         (["data", "atari", "--out", "{tmp}/d", "--max-frames", "2"], "--max-frames must be >= 5"),
         (["data", "atari", "--out", "{tmp}/d", "--episodes", "0"], "--episodes must be >= 1"),
-        (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--device", "gpu"], "--device gpu: must"),
+        (
+            ["train", "--data", "{tmp}/small", "--out", "{tmp}/r", "--device", "gpu"],
+            "--device gpu: must",
+        ),
         (["train", "--data", "{tmp}", "--out", "{tmp}/file"], "{tmp}/file is a file, not a run"),
         (["train", "--data", "{tmp}/small", "--out", "{tmp}/r"], "smaller than"),
+        (["train", "--data", "{tmp}/small", "--out", "{tmp}/small/r"], "lies inside"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_1(tmp_path, args, message):

@@ -21,7 +21,10 @@ def test_atomic_write_replaces_only_when_asked_and_keeps_inputs(tmp_path):
         with pytest.raises(OutputHoldsInputError, match="which this command reads"):
             with atomic_path(target, overwrite=True, inputs=[folder / "a"]):
                 pass
+    with pytest.raises(OutputHoldsInputError, match="lies inside"):  # read as input next time
+        atomic_write_text(folder / "a" / "out.txt", "x", inputs=[folder / "a"])
     assert (folder / "a" / "0.png").read_bytes() == b"frame"
+    assert not (folder / "a" / "out.txt").exists()
 
 
 def test_failed_write_leaves_the_old_output_and_no_temporary(tmp_path):

@@ -132,7 +132,7 @@ def test_rollout_cli_errors(small_checkpoint, video_dir, tmp_path):
     r = run("--model", str(small_checkpoint), "--out", str(out))
     assert r.exit_code == 1 and "--overwrite" in r.output
     before = sorted(p.name for p in video_dir.rglob("*"))
-    for target in (video_dir, video_dir.parent):  # the input itself, or a folder above it
+    for target in (video_dir, video_dir.parent, video_dir / "out"):  # is, holds, lies inside
         r = run("--model", str(small_checkpoint), "--out", str(target), "--overwrite")
         assert r.exit_code == 1 and "which this command reads" in r.output, r.output
     assert sorted(p.name for p in video_dir.rglob("*")) == before

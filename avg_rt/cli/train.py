@@ -11,6 +11,7 @@ import typer
 
 from avg_rt.cli.options import DeviceOpt, ProgressOpt, SeedOpt
 from avg_rt.config import PRESETS, ConfigError, ModelConfig, TrainConfig, to_dict
+from avg_rt.files import check_outside
 
 Opt = typer.Option
 
@@ -172,6 +173,7 @@ def train(
     from avg_rt.train.loop import CHECKPOINT, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
+    check_outside(out, [p for p in (data, test) if p is not None])
     if resume:
         from avg_rt import checkpoint
 
