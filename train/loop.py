@@ -141,6 +141,7 @@ def train(
     step = 0
     if resume:
         state = checkpoint.load(ckpt_path, device)
+        check_resumable(state, ckpt_path)
         G.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         if D is not None and opt_d is not None:
@@ -327,6 +328,15 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
         raise ConfigError(f"--resume: {run_dir / CHECKPOINT} does not exist")
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
+
+
+def check_resumable(state: dict[str, Any], path: Path) -> None:
+    """Raise ConfigError if checkpoint `state` (from `path`) has no optimizer state."""
+    if "opt_g" not in state:
+        raise ConfigError(
+            f"--resume: {path} holds networks only (a shipped model, not a run's checkpoint); "
+            "start a new run"
+        )
 
 
 def unroll_length(cfg: TrainConfig, step: int) -> int:

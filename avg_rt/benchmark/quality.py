@@ -127,7 +127,8 @@ def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]
 def run(opts: QualityOptions) -> dict[str, Any]:
     """Score every model and the baseline; write JSON, Markdown, plots and a GIF."""
     if opts.data is not None:
-        videos = load_videos(open_source(opts.data), 4 + opts.steps)
+        why = f"4 history frames and {opts.steps} steps"
+        videos = load_videos(open_source(opts.data), 4 + opts.steps, why=why)
     else:
         videos = held_out_videos(opts.episodes, opts.episode_frames, opts.seed)
     history, truth = clips(videos, opts.steps, opts.stride, opts.max_clips)

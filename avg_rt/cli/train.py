@@ -170,14 +170,16 @@ def train(
         seed=seed,
     )
     cfg = resolve_config(preset or "small", form, device=device, **overrides)
-    from avg_rt.train.loop import CHECKPOINT, check_run_folder
+    from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
     check_outside(out, [p for p in (data, test) if p is not None])
     if resume:
         from avg_rt import checkpoint
 
-        saved = checkpoint.load(out / CHECKPOINT)["config"]
+        state = checkpoint.load(out / CHECKPOINT)
+        check_resumable(state, out / CHECKPOINT)
+        saved = state["config"]
         model_given = preset is not None or form is not None
         cfg, changed = resume_config(saved, cfg.model if model_given else None, device, overrides)
         if changed:
@@ -196,8 +198,9 @@ def train(
     test_dir = test or (data / "Test" if (data / "Test").is_dir() else None)
     cache = data / ".avg-rt-cache" if mmap_cache else None
     min_frames = cfg.model.history_len + 1
-    videos = load_videos(open_source(train_dir), min_frames, cache)
-    test_videos = load_videos(open_source(test_dir), min_frames, cache) if test_dir else []
+    why = f"a {min_frames - 1}-frame history and a target"
+    videos = load_videos(open_source(train_dir), min_frames, cache, why)
+    test_videos = load_videos(open_source(test_dir), min_frames, cache, why) if test_dir else []
     main = from_env().is_main  # under torchrun, rank 0 speaks
     if main:
         typer.echo(

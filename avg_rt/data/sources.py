@@ -324,8 +324,7 @@ def load_video(
 
 
 def load_videos(
-    source: FrameSource, min_frames: int = 1, cache_dir: Path | None = None
+    source: FrameSource, min_frames: int = 1, cache_dir: Path | None = None, why: str = ""
 ) -> list[Video]:
     """Decode every video of `source`; the first bad one raises DataError."""
-    why = f"a {min_frames - 1}-frame history and a target" if min_frames > 1 else ""
     return [load_video(spec, min_frames, cache_dir, why) for spec in source]
