@@ -40,6 +40,10 @@ def test_help_shows_defaults(command):
     assert result.exit_code == 0, result.output
     if command == ["train"]:
         assert "--preset" in result.output and "small" in result.output
+        assert "Steps between checkpoints (default: the preset's)" in " ".join(
+            result.output.split()
+        )
+    assert "<bool>" not in result.output  # plain flags carry no type label
 
 
 def test_train_dry_run_applies_overrides_to_preset(tmp_path):

@@ -30,6 +30,9 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_show_locals=False,
+    # Plain help: one line per option that survives pipes and narrow terminals, and no type
+    # label after flags (typer's rich help prints `<bool>` there).
+    rich_markup_mode=None,
 )
 
 

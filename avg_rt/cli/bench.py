@@ -10,7 +10,9 @@ import typer
 from avg_rt.cli.options import DeviceOpt
 
 app = typer.Typer(
-    help="Benchmarks: prediction quality per step, speed per backend.", no_args_is_help=True
+    help="Benchmarks: prediction quality per step, speed per backend.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 Opt = typer.Option
 DEFAULT_MODELS = [

@@ -8,7 +8,7 @@ import typer
 
 from avg_rt.cli.options import OutDirOpt, OverwriteOpt, ProgressOpt
 
-app = typer.Typer(help="Make training data.", no_args_is_help=True)
+app = typer.Typer(help="Make training data.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command()
