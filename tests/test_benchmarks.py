@@ -1,5 +1,6 @@
 """Smoke tests of the benchmarks in their quick modes (tiny settings, files in tmp_path)."""
 
+import dataclasses
 import json
 
 from typer.testing import CliRunner
@@ -38,6 +39,14 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
 
     gif = iio.imread(tmp_path / "q.gif", index=None)
     assert gif.shape[0] == 4 and gif.shape[2] == 3 * 160  # torch | onnx | truth
+
+    # One moving mask for every row: the pixels a model changes count for copying too (where
+    # copying is exact), so copy's moving-pixel PSNR is at least what it is with no model.
+    alone = run(dataclasses.replace(opts, models={}, name="alone"))
+    with_models = report["results"]["copy last frame"]["psnr_moving"]["mean"]
+    without = alone["results"]["copy last frame"]["psnr_moving"]["mean"]
+    assert all(a >= b - 1e-9 for a, b in zip(with_models, without))
+    assert any(a > b + 0.01 for a, b in zip(with_models, without))  # the busy model moved pixels
 
 
 def test_bench_quality_cli_bad_model_spec(tmp_path):

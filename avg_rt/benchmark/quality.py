@@ -4,13 +4,15 @@ Data: held-out Ms. Pac-Man episodes played in memory from the emulator with a se
 set uses (training data comes from seed 0), or any folder of videos (`data`). Clips start every
 `stride` frames; from 4 real frames each model predicts `steps` frames recursively. Every step
 is scored on the 8-bit frames a user gets, on all pixels and on moving pixels: those that
-change, relative to the last input frame, in the truth or in the prediction (a symmetric mask:
-a model's damage to still pixels counts), with the mean and a 95% confidence interval (1.96
-standard errors) over clips. PSNR and sharp difference are capped at 100 dB (identical frames
-make them infinite; 98.2 dB is one level of one channel of one pixel off at 210x160) before
-averaging. Clips whose first target frame equals the last input (a paused game) are left
-out: there is nothing to predict. For a checkpoint that keeps its discriminator, D's accuracy
-on 32x32 windows of these clips (real next frames against the model's) is reported too.
+change, relative to the last input frame, in the truth or in any compared model's prediction
+(a symmetric mask: a model's damage to still pixels counts; one mask for every row, the copy
+baseline's included, so that rows are compared on the same pixels), with the mean and a 95%
+confidence interval (1.96 standard errors) over clips. PSNR and sharp difference are capped
+at 100 dB (identical frames make them infinite; 98.2 dB is one level of one channel of one
+pixel off at 210x160) before averaging. Clips whose first target frame equals the last input
+(a paused game) are left out: there is nothing to predict. For a checkpoint that keeps its
+discriminator, D's accuracy on 32x32 windows of these clips (real next frames against the
+model's) is reported too.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import numpy as np
 import torch
 
 from avg_rt.benchmark.common import RESULTS, environment, save
-from avg_rt.data.clips import frames_to_model, model_to_frames, round_to_8bit
+from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.sources import Video, load_videos, open_source
-from avg_rt.metrics import frame_metrics, moving_mask
+from avg_rt.metrics import frame_metrics
 from avg_rt.predict import rollout
 from avg_rt.runners import open_runner
 
@@ -50,22 +52,6 @@ class QualityOptions:
     name: str = "quality-quick"
     out: Path = RESULTS
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class CopyLast:
-    """The baseline as a runner: it predicts the last frame of its window, so a rollout repeats
-    the last real frame (scored by the same batched code as the models)."""
-
-    name, device, history_len, min_frame_size = "copy-last", torch.device("cpu"), 4, 1
-
-    def __enter__(self) -> CopyLast:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def predict(self, history: torch.Tensor) -> torch.Tensor:
-        return history[:, -3:]
 
 
 def held_out_videos(episodes: int, frames: int, seed: int) -> list[Video]:
@@ -101,13 +87,15 @@ def clips(
     return arr[:, :4], arr[:, 4:]
 
 
-def _scores(preds: torch.Tensor, truth: torch.Tensor, last: torch.Tensor) -> dict[str, np.ndarray]:
-    """{metric or metric_moving: (N, S)} for model frames in [-1, 1], scored as 8-bit frames
-    with the symmetric moving mask."""
-    frames = round_to_8bit(preds)
-    mask = moving_mask(last[:, None].expand_as(truth), truth, frames)
-    scores = frame_metrics(frames, truth, {"": None, "_moving": mask})
-    return {k: v.cpu().numpy() for k, v in scores.items()}
+def _scores(frames: np.ndarray, truth: np.ndarray, moving: np.ndarray) -> dict[str, np.ndarray]:
+    """{metric or metric_moving: (N, S)} of uint8 frames (N, S, H, W, 3) against the truth, on
+    all pixels and on the pixels of `moving` (N, S, H, W) bool."""
+    scores = frame_metrics(
+        frames_to_model(frames, "cpu"),
+        frames_to_model(truth, "cpu"),
+        {"": None, "_moving": torch.from_numpy(moving)},
+    )
+    return {k: v.numpy() for k, v in scores.items()}
 
 
 def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
@@ -136,26 +124,32 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     moved = (truth != history[:, -1:]).any(-1).mean(axis=(1, 2, 3))
     shown = int(np.argmax(moved))
     results: dict[str, dict[str, Any]] = {}
-    samples: dict[str, np.ndarray] = {}
-    entries = [
-        (label, open_runner(path, device=opts.device)) for label, path in opts.models.items()
-    ]
-    for label, runner in [*entries, (BASELINE, CopyLast())]:
-        per_batch = []
-        with runner:
+    last = history[:, -1]
+    # Every row is scored on the same moving pixels: those the truth or any model changes.
+    moving = (truth != last[:, None]).any(-1)
+    predictions: dict[str, np.ndarray] = {}
+    for label, path in opts.models.items():
+        with open_runner(path, device=opts.device) as runner:
+            batches = []
             for i in range(0, len(history), opts.batch):
                 h = frames_to_model(history[i : i + opts.batch], runner.device)
-                y = frames_to_model(truth[i : i + opts.batch], runner.device)
-                preds = rollout(runner, h, opts.steps)
-                per_batch.append(_scores(preds, y, h[:, -1]))
-                if i <= shown < i + opts.batch and label != BASELINE:
-                    samples[label] = model_to_frames(preds[shown - i])
+                batches.append(model_to_frames(rollout(runner, h, opts.steps)))
+        predictions[label] = np.concatenate(batches)
+        moving |= (predictions[label] != last[:, None]).any(-1)
+    predictions[BASELINE] = np.repeat(last[:, None], opts.steps, axis=1)
+    for label, frames in predictions.items():
+        b = opts.batch
+        per_batch = [
+            _scores(frames[j : j + b], truth[j : j + b], moving[j : j + b])
+            for j in range(0, len(history), b)
+        ]
         scores = {k: np.concatenate([b[k] for b in per_batch]) for k in per_batch[0]}
         results[label] = _aggregate(scores)
         if label in opts.models:
             accuracy = discriminator_accuracy(opts.models[label], history, truth)
             if accuracy is not None:
                 results[label]["d_accuracy"] = accuracy
+    samples = {label: predictions[label][shown] for label in opts.models}
     report = {
         "environment": environment(),
         "options": _jsonable(opts),
