@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from avg_rt.data.clips import frames_to_model, model_to_frames, round_to_8bit
-from avg_rt.metrics import frame_metrics
+from avg_rt.metrics import frame_metrics, moving_mask
 from avg_rt.runners import Runner
 
 
@@ -160,12 +160,19 @@ def score(
 
     preds (B, S, 3, H, W) and truth (B, S', 3, H, W), S' <= S, and last_input (B, 3, H, W) are
     model frames in [-1, 1]; predictions are scored as the 8-bit frames a user gets. Returns
-    {name: (B, S')} for psnr, sharp_diff, ssim and the same with the prefix `baseline_`.
+    {name: (B, S')} for psnr, sharp_diff, ssim on all pixels, the same with the suffix
+    `_moving` on the pixels that the truth or the prediction changes (relative to the last
+    input; NaN where none does), and all of them with the prefix `baseline_` for copying the
+    last input, scored on the same pixels.
     """
     s = truth.shape[1]
     truth = truth.to(preds.device)
-    ours = frame_metrics(round_to_8bit(preds[:, :s]), truth)
-    base = frame_metrics(last_input.to(preds.device)[:, None].expand_as(truth), truth)
+    ours8 = round_to_8bit(preds[:, :s])
+    last = last_input.to(preds.device)[:, None].expand_as(truth)
+    # Moving pixels: what the truth or the prediction changes; the same ones for the baseline.
+    masks = {"": None, "_moving": moving_mask(last, truth, ours8)}
+    ours = frame_metrics(ours8, truth, masks)
+    base = frame_metrics(last, truth, masks)
     out = {k: v.cpu().numpy() for k, v in ours.items()}
     out |= {f"baseline_{k}": v.cpu().numpy() for k, v in base.items()}
     return out
