@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from avg_rt.data.clips import frames_to_model, model_to_frames, round_to_8bit
+from avg_rt.errors import RunnerError
 from avg_rt.metrics import frame_metrics, moving_mask
 from avg_rt.runners import Runner
 
@@ -108,7 +109,9 @@ def rollout(
         windows[0].copy_(start)
         try:
             graphs = _capture(runner, windows, last, feedback_8bit)
-        except RuntimeError as e:  # e.g. a backend that synchronises inside predict
+        # e.g. a backend that synchronises inside predict, or a TensorRT enqueue refused
+        # under capture (RunnerError)
+        except (RuntimeError, RunnerError) as e:
             warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=2)
     windows[0].copy_(start)
     with _torch_threads(

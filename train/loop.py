@@ -156,7 +156,7 @@ def train(
             rng.bit_generator.state = streams[dist.rank]
         else:  # another world size: fresh per-rank streams, still reproducible
             rng = sampler.rng = np.random.default_rng([cfg.seed, dist.rank, state["step"]])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto `device` with the rest
         for scaler, key in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
             if scaler is not None and key in state:  # FP16 runs keep their loss scale
                 scaler.load_state_dict(state[key])

@@ -45,13 +45,21 @@ class TensorRTRunner:
         if not meta_path.is_file():
             raise RunnerError(self.path, f"no metadata {meta_path.name} beside the plan; {REBUILD}")
         self.meta = json.loads(meta_path.read_text())
+        if self.device.index is None:  # "cuda": the current GPU, named by its index
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(self.device)  # before _check_machine reads the current GPU
         self._check_machine(trt.__version__)
-        torch.cuda.set_device(self.device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
             raise RunnerError(self.path, f"TensorRT could not load the engine; {REBUILD}")
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise RunnerError(
+                self.path,
+                "TensorRT could not create an execution context (out of GPU memory for the "
+                "profile's largest shapes? export with smaller --batch/--height/--width)",
+            )
         self.history_len = int(self.meta["history_len"])
         self.name = f"tensorrt-{self.meta['precision']}"
         self._input, self._output = self.meta["input"]["name"], self.meta["output"]["name"]
@@ -93,6 +101,16 @@ class TensorRTRunner:
     def predict(self, history: torch.Tensor) -> torch.Tensor:
         """See `avg_rt.runners.Runner.predict`."""
         assert self._context is not None, "use the runner inside a `with` block"
+        if (
+            history.dtype != torch.float32
+            or history.device != self.device
+            or not history.is_contiguous()
+        ):  # TensorRT reads the raw buffer: anything else would give silently wrong frames
+            raise RunnerError(
+                self.path,
+                f"input must be contiguous float32 on {self.device}, got {history.dtype} on "
+                f"{history.device}{'' if history.is_contiguous() else ', strided'}",
+            )
         shape = tuple(history.shape)
         if self._out is None or self._out.shape[0] != shape[0] or self._out.shape[2:] != shape[2:]:
             self.check_shape(shape)
