@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -73,18 +74,40 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a PID: leave it alone
     return True
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Remove temporaries beside `path` left by a writer on this host that no longer runs
-    (a `kill -9` or a power loss skips the cleanup)."""
+    """Remove temporaries of `path` (exactly `.NAME.PID.xxx.tmp`, not those of a longer name)
+    left by a writer on this host that no longer runs (a `kill -9` or a power loss skips the
+    cleanup)."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        match = own.fullmatch(tmp.name)
+        if match and not _pid_alive(int(match.group(1))):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(target: Path, path: Path, overwrite: bool, tmp: Path) -> None:
+    """Move `target` to `path`. A file replaces a file atomically; anything else (a folder,
+    or another kind than before) moves the old entry aside first and puts it back if the
+    move fails. Checked again here, at the end of possibly minutes of work: an output that
+    appeared meanwhile is not replaced without `overwrite`."""
+    exists = path.exists() or path.is_symlink()
+    if exists and not overwrite:
+        raise OutputExistsError(path)
+    if not exists or (path.is_file() and not path.is_symlink() and target.is_file()):
+        os.replace(target, path)
+        return
+    old = tmp / ".old"
+    path.rename(old)
+    try:
+        os.replace(target, path)
+    except BaseException:
+        old.rename(path)
+        raise
 
 
 @contextlib.contextmanager
@@ -108,11 +131,7 @@ def atomic_path(
     try:
         yield target
         _fsync_tree(target)
-        if path.is_dir() and not path.is_symlink():
-            # A folder cannot be replaced by a rename: move the old one aside first.
-            old = tmp / ".old"
-            path.rename(old)
-        os.replace(target, path)
+        _replace(target, path, overwrite, tmp)
         _fsync(path.parent)  # the rename itself
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

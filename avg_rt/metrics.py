@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 
 
@@ -115,6 +116,20 @@ def ssim(
     """
     s = ssim_map(pred, target, sigma)
     return _reduce(s, mask, (pred.shape[-2] - s.shape[-2]) // 2)
+
+
+DB_CAP = 100.0  # identical frames make PSNR and sharp difference infinite: reported as this
+
+
+def cap_db(name: str, values: np.ndarray) -> np.ndarray:
+    """`values` of metric `name` with PSNR and sharp difference capped at DB_CAP (98.2 dB is
+    one level of one channel of one pixel off at 210x160), so that means over clips or
+    videos keep identical frames instead of dropping or overflowing on them."""
+    return (
+        np.minimum(values, DB_CAP)
+        if name.removeprefix("baseline_").startswith(("psnr", "sharp_diff"))
+        else values
+    )
 
 
 def finite_or_none(values: Iterable[float]) -> list[float | None]:

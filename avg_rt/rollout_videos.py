@@ -21,7 +21,13 @@ from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.sources import Video, load_video, open_source
 from avg_rt.errors import DataError, RunnerError
 from avg_rt.files import atomic_path, check_writable
-from avg_rt.metrics import PSNR_CONVENTION, SHARP_DIFF_CONVENTION, finite_or_none
+from avg_rt.metrics import (
+    DB_CAP,
+    PSNR_CONVENTION,
+    SHARP_DIFF_CONVENTION,
+    cap_db,
+    finite_or_none,
+)
 from avg_rt.predict import rollout, score
 from avg_rt.runners import Runner, open_runner
 from avg_rt.visual import plot_per_step, side_by_side, write_animation
@@ -34,8 +40,8 @@ DEFINITIONS = {
     "*_moving": "the same on the pixels that the truth or the prediction changes, relative to "
     "the last input frame",
     "baseline_*": "the same metric for copying the last input frame, on the same pixels",
-    "null": "identical frames (PSNR or sharp difference infinite); for *_moving also: no "
-    "pixel moves",
+    "cap": f"PSNR and sharp difference of identical frames (infinite) are given as {DB_CAP:g}",
+    "null": "for *_moving: no pixel moves",
 }
 
 
@@ -137,7 +143,7 @@ def _run_group(
                 frames_to_model(truth[None], runner.device),
                 history[i : i + 1, -1],
             )
-            result.metrics = {k: finite_or_none(a[0]) for k, a in m.items()}
+            result.metrics = {k: finite_or_none(cap_db(k, a[0])) for k, a in m.items()}
         _write_video(out / result.folder, windows[i], frames[i], truth, result, opts)
         results.append(result)
         on_written()
@@ -286,8 +292,8 @@ def print_summary(report: dict[str, Any]) -> None:
         cells = (fmt(m[k][i]) for k, i in columns.values())
         table.add_row(Path(v["name"]).name, size, str(v["truth_steps"]), *cells)
     mean = report["mean_per_step"]
-    if len([v for v in report["videos"] if v["metrics"]]) > 1 and mean:
-        last = max(i for i, v in enumerate(mean["psnr"]) if v is not None)
+    last = max((i for i, v in enumerate(mean.get("psnr", [])) if v is not None), default=None)
+    if len([v for v in report["videos"] if v["metrics"]]) > 1 and last is not None:
         cells = (fmt(mean[k][last if i == -1 else i]) for k, i in columns.values())
         table.add_row("mean", "", "", *cells, style="bold")
     console = Console()

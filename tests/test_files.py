@@ -56,3 +56,35 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
     atomic_write_text(tmp_path / "out.txt", "done")
     assert not stale.exists() and live.exists()
     assert (tmp_path / "out.txt").read_text() == "done"
+
+
+def test_only_this_names_temporaries_are_cleaned(tmp_path):
+    # `.out.777.<pid>.x.tmp` is a live temporary of `out.777`, not a dead one of `out`; a
+    # name with a long digit run is no PID at all.
+    other = tmp_path / f".out.777.{os.getpid()}.abc.tmp"
+    odd = tmp_path / ".out.99999999999999999999.abc.tmp"
+    for t in (other, odd):
+        t.mkdir()
+    atomic_write_text(tmp_path / "out", "done")
+    assert other.exists() and odd.exists()
+
+
+def test_an_output_of_another_kind_is_replaced_or_kept(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("a file")
+    with atomic_path(out, overwrite=True) as tmp:  # a folder replaces a file
+        tmp.mkdir()
+        (tmp / "x").write_text("new")
+    assert (out / "x").read_text() == "new"
+    with atomic_path(out, overwrite=True) as tmp:  # and a file a folder
+        tmp.write_text("file again")
+    assert out.read_text() == "file again"
+
+
+def test_an_output_that_appears_meanwhile_is_not_replaced(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(OutputExistsError), atomic_path(out) as tmp:
+        tmp.write_text("mine")
+        out.write_text("another run's")  # written while this one worked
+    assert out.read_text() == "another run's"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

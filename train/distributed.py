@@ -82,6 +82,15 @@ def gather(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
+def max_over_ranks(value: int, d: Dist, device: torch.device) -> int:
+    """The largest `value` of all ranks (one small all-reduce; `device`: this rank's)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()

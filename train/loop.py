@@ -83,8 +83,9 @@ def train(
     """Train on clips sampled from `videos`; returns the path of the final checkpoint.
 
     `run_dir` must be new unless `resume` is set, in which case training continues from its
-    checkpoint at the saved step (same weights, optimizer state and random streams). Ctrl-C
-    saves a checkpoint before stopping. `on_log(step, values)` sees every logged scalar (rank 0);
+    checkpoint at the saved step (same weights, optimizer state and random streams). SIGINT
+    (Ctrl-C) or SIGTERM stops after the step in progress, with its checkpoint, by raising
+    TrainingStopped (see StopSignals). `on_log(step, values)` sees every logged scalar (rank 0);
     `after_step(step, G, D)` runs on every rank after each step (tests, custom monitoring).
 
     Under `torchrun` (RANK and WORLD_SIZE set) each process trains one replica with
@@ -198,8 +199,12 @@ def train(
     bar = _progress(progress and dist.is_main, cfg.steps, step)
     t0, s0 = time.perf_counter(), step
     stop = StopSignals()
+    stopped_by = 0  # the signal every rank agreed to stop on (0: none)
     try:
-        while step < cfg.steps and not stop.requested(dist):
+        while step < cfg.steps:
+            stopped_by = distributed.max_over_ranks(stop.signal or 0, dist, device)
+            if stopped_by:
+                break
             k = unroll_length(cfg, step)
             scale = lr_scale(cfg, step)
             logs: dict[str, float] = {"train/lr_scale": scale}
@@ -260,15 +265,14 @@ def train(
                     completed=step,
                     info=f"loss_g {logs['loss/g']:.4g}  psnr {logs['train/psnr']:.2f}",
                 )
-    except KeyboardInterrupt:  # a second Ctrl-C: stop inside the step
-        save(gather=not dist.enabled)  # other ranks may be gone: save what this rank has
-        raise
+        save()  # with the handlers still in place: a signal now waits for the checkpoint
     finally:
+        # A second Ctrl-C (KeyboardInterrupt) stops inside a step: saving that state would
+        # label a half-done step as whole, so the last checkpoint stays as it was.
         stop.restore()
         summaries.close()
         if bar is not None:
             bar.stop()
-    save()
     # DDP's reducers hold the process group: free them before destroying it, so that no gloo
     # thread outlives the group and aborts the process at exit ("terminate called without an
     # active exception", seen in about 1 of 20 two-process runs before this).
@@ -276,8 +280,8 @@ def train(
     gc.collect()
     distributed.barrier(dist)
     distributed.cleanup(dist)
-    if stop.signal is not None:
-        raise TrainingStopped(stop.signal, step, ckpt_path)
+    if stopped_by and step < cfg.steps:
+        raise TrainingStopped(stopped_by, step, ckpt_path)
     return ckpt_path
 
 
@@ -307,15 +311,12 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
-        signal.signal(signum, self._previous[signum])  # the next one acts at once
-
-    def requested(self, dist: distributed.Dist) -> bool:
-        """Whether any process was asked to stop (all ranks agree, to stop at one step)."""
-        return any(distributed.gather(self.signal is not None, dist))
+        # The next one acts at once (a handler installed outside Python reads as None).
+        signal.signal(signum, self._previous[signum] or signal.SIG_DFL)
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler or signal.SIG_DFL)
         self._previous.clear()
 
 

@@ -28,12 +28,11 @@ import torch
 from avg_rt.benchmark.common import RESULTS, environment, save
 from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.sources import Video, load_videos, open_source
-from avg_rt.metrics import frame_metrics
+from avg_rt.metrics import DB_CAP, cap_db, frame_metrics
 from avg_rt.predict import rollout
 from avg_rt.runners import open_runner
 
 TABLE_STEPS = (1, 2, 4, 8, 16, 32, 64)
-DB_CAP = 100.0  # identical frames: PSNR and sharp difference are infinite
 BASELINE = "copy last frame"
 
 
@@ -102,7 +101,7 @@ def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]
     """Mean, 95% CI and count over clips at each step (NaN: no moving pixels, left out)."""
     agg = {}
     for k, v in scores.items():
-        v = np.minimum(v, DB_CAP) if k.startswith(("psnr", "sharp_diff")) else v
+        v = cap_db(k, v)
         n = np.sum(~np.isnan(v), axis=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps give NaN, rightly

@@ -57,7 +57,10 @@ def resume_config(
             )
     cfg = dataclasses.replace(saved, device=device, **given)
     cfg.validate()
-    return cfg, [f"{k} {getattr(saved, k)} -> {v}" for k, v in given.items()]
+    notes = [f"{k} {getattr(saved, k)} -> {v}" for k, v in given.items()]
+    if "steps" in given and cfg.lr_decay > 0:
+        notes.append(f"learning rates now decaying over the last {cfg.lr_decay:g} of {cfg.steps}")
+    return cfg, notes
 
 
 def train(
@@ -180,8 +183,15 @@ def train(
         state = checkpoint.load(out / CHECKPOINT)
         check_resumable(state, out / CHECKPOINT)
         saved = state["config"]
-        model_given = preset is not None or form is not None
-        cfg, changed = resume_config(saved, cfg.model if model_given else None, device, overrides)
+        # The network asked for: the preset's (with --form) if --preset is given, else the
+        # run's own with --form applied.
+        model = None
+        if preset is not None:
+            model = cfg.model
+        elif form is not None:
+            residual, delta = FORMS[form]
+            model = dataclasses.replace(saved.model, residual=residual, delta=delta)
+        cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)
     if dry_run:

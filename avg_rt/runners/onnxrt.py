@@ -95,10 +95,12 @@ class OnnxRuntimeRunner:
         if "history_len" not in meta:
             raise RunnerError(self.path, "not an avg-rt ONNX export (no history_len metadata)")
         self.history_len = int(meta["history_len"])
-        if "model_config" in meta:
+        try:
             self.min_frame_size = 2 ** (len(json.loads(meta["model_config"])["g_maps"]) - 1)
+        except (KeyError, TypeError, ValueError):
+            pass  # an older or hand-made export: the session reports sizes it cannot take
         channels = self.session.get_inputs()[0].shape[1]
-        if channels != 3 * self.history_len:
+        if isinstance(channels, int) and channels != 3 * self.history_len:
             raise RunnerError(
                 self.path,
                 f"its input has {channels} channels, but its metadata says history_len "
