@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,22 @@ def gpu_identity() -> dict[str, str]:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _use_timing_cache(config: Any, path: Path) -> None:
+    """Give the builder the timing cache at `path`, or an empty one where there is none or
+    TensorRT rejects it (another GPU or TensorRT version, a damaged file: `set_timing_cache`
+    returns False and `create_timing_cache` may give None)."""
+    if path.is_file():
+        cache = config.create_timing_cache(path.read_bytes())
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return
+        warnings.warn(
+            f"{path}: TensorRT rejected this timing cache; building without it", stacklevel=3
+        )
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ExportError(path, "TensorRT could not create a timing cache")
 
 
 def build_engine(
@@ -80,12 +97,13 @@ def build_engine(
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, *(ranges.shape(w, channels) for w in ("min", "opt", "max")))
     config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _use_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ExportError(onnx_path, "TensorRT could not build an engine (see its log above)")
-    atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()), overwrite=True)
+    cache = config.get_timing_cache()
+    if cache is not None:
+        atomic_write_bytes(timing_cache, bytes(cache.serialize()), overwrite=True)
     atomic_write_bytes(plan_path, bytes(plan))
     meta = {
         "input": {
