@@ -12,13 +12,38 @@ import torch
 from avg_rt.config import PRESETS, ModelConfig
 
 HAS_CUDA = torch.cuda.is_available()
-HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none here)")
-needs_tensorrt = pytest.mark.skipif(
-    not (HAS_CUDA and HAS_TENSORRT),
-    reason="needs the tensorrt package and a CUDA GPU (pip install 'avg-rt[gpu]')",
-)
+
+def _tensorrt_problem() -> str | None:
+    """Why TensorRT tests cannot run here, or None. Installed but failing to import (a CUDA
+    mismatch, say) is a reason to skip, said as such, not an error."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt package is not installed (pip install 'avg-rt[gpu]')"
+    try:
+        importlib.import_module("tensorrt")
+    except Exception as e:  # any failure of TensorRT's own import
+        return f"tensorrt is installed but does not import ({type(e).__name__}: {e})"
+    return None
+
+
+TENSORRT_PROBLEM = _tensorrt_problem()
+HAS_TENSORRT = TENSORRT_PROBLEM is None
+
+# Markers (so that `pytest -m needs_cuda` selects the GPU tests); where the hardware or the
+# package is missing, `pytest_collection_modifyitems` below skips them with the reason.
+needs_cuda = pytest.mark.needs_cuda
+needs_tensorrt = pytest.mark.needs_tensorrt
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "needs_cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none here)"))
+        if "needs_tensorrt" in item.keywords and not (HAS_CUDA and HAS_TENSORRT):
+            reason = TENSORRT_PROBLEM or "needs a CUDA GPU for TensorRT (none here)"
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 # One test body for cpu and, where present, cuda.
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
