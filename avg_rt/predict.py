@@ -78,6 +78,7 @@ def rollout(
     cuda_graph: bool = True,
     on_step: Callable[[int], None] | None = None,
     feedback_8bit: bool = True,
+    execution: dict[str, str] | None = None,
 ) -> torch.Tensor:
     """Predict `steps` frames recursively from the last frames of `history`.
 
@@ -90,6 +91,8 @@ def rollout(
         on_step: called with the number of finished steps (progress bars).
         feedback_8bit: feed predictions back rounded to 8-bit levels (the default, for 8-bit
             video); False: as floats, clamped to [-1, 1].
+        execution: if given, filled with how the steps ran: {"steps": "cuda-graph"} or
+            {"steps": "eager", "why": ...} (no silent fallback).
 
     Returns:
         (B, steps, 3, H, W) float32 on the runner's device: the raw (unclamped) predictions.
@@ -105,6 +108,9 @@ def rollout(
     last = torch.empty(b, 3, h, w, device=dev)
     preds = torch.empty(b, steps, 3, h, w, device=dev)
     graphs = None
+    why = "not asked (cuda_graph=False)" if not cuda_graph else "CPU" if dev.type != "cuda" else ""
+    if cuda_graph and dev.type == "cuda" and not getattr(runner, "graph_safe", False):
+        why = f"{runner.name} cannot be captured"
     if cuda_graph and dev.type == "cuda" and getattr(runner, "graph_safe", False):
         windows[0].copy_(start)
         try:
@@ -112,7 +118,11 @@ def rollout(
         # e.g. a backend that synchronises inside predict, or a TensorRT enqueue refused
         # under capture (RunnerError)
         except (RuntimeError, RunnerError) as e:
+            why = f"capture failed: {e}".splitlines()[0]
             warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=2)
+    if execution is not None:
+        execution.clear()
+        execution |= {"steps": "cuda-graph"} if graphs else {"steps": "eager", "why": why}
     windows[0].copy_(start)
     with _torch_threads(
         1 if dev.type == "cpu" and getattr(runner, "own_thread_pool", False) else None

@@ -68,6 +68,7 @@ class VideoResult:
     folder: str  # output subfolder
     size: tuple[int, int]
     truth_steps: int
+    execution: dict[str, str] = field(default_factory=dict)  # captured or eager, and why
     metrics: dict[str, list[float | None]] = field(default_factory=dict)
 
 
@@ -125,7 +126,15 @@ def _run_group(
     L = runner.history_len
     windows = np.stack([np.asarray(v.frames[opts.start : opts.start + L]) for v in videos])
     history = frames_to_model(windows, runner.device)  # (B, L, 3, H, W)
-    preds = rollout(runner, history, opts.steps, on_step=on_step, feedback_8bit=opts.feedback_8bit)
+    execution: dict[str, str] = {}
+    preds = rollout(
+        runner,
+        history,
+        opts.steps,
+        on_step=on_step,
+        feedback_8bit=opts.feedback_8bit,
+        execution=execution,
+    )
     finite = preds.isfinite().flatten(2).all(dim=2)  # (B, steps)
     if not finite.all():
         first = int((~finite).any(dim=0).nonzero()[0])
@@ -136,7 +145,7 @@ def _run_group(
     results = []
     for i, v in enumerate(videos):
         truth = np.asarray(v.frames[opts.start + L : opts.start + L + opts.steps])
-        result = VideoResult(v.name, _slug(v.name, taken), v.size, len(truth))
+        result = VideoResult(v.name, _slug(v.name, taken), v.size, len(truth), execution)
         if len(truth):
             m = score(
                 preds[i : i + 1],

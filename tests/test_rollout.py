@@ -5,7 +5,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import HAS_CUDA, HAS_TENSORRT, moving_frames, write_frames
+from conftest import HAS_CUDA, HAS_TENSORRT, moving_frames, needs_cuda, write_frames
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -256,3 +256,20 @@ def test_videos_the_model_cannot_take_are_skipped_by_name(small_checkpoint, tmp_
     )
     r = cli.invoke(app, [*args, "--out", str(tmp_path / "o2"), "--steps", "0"])
     assert r.exit_code == 1 and "--steps: must be >= 1, got 0" in r.output
+
+
+def test_rollout_says_how_its_steps_ran(small_checkpoint, video_dir, tmp_path):
+    args = ["rollout", str(video_dir / "small"), "--model", str(small_checkpoint)]
+    r = cli.invoke(app, [*args, "--out", str(tmp_path / "o"), "--steps", "2", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    video = json.loads((tmp_path / "o" / "metrics.json").read_text())["videos"][0]
+    assert video["execution"] == {"steps": "eager", "why": "CPU"}
+
+
+@needs_cuda
+def test_cuda_rollout_is_captured_and_says_so(small_checkpoint):
+    execution: dict[str, str] = {}
+    hist = torch.rand(1, 4, 3, 32, 32, device="cuda") * 2 - 1
+    with TorchRunner(small_checkpoint, "cuda") as runner:
+        rollout(runner, hist, steps=3, execution=execution)
+    assert execution == {"steps": "cuda-graph"}
