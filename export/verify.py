@@ -41,16 +41,21 @@ class Tolerance:
 
 
 # "step": single steps, and every step of a teacher-forced rollout (each step fed PyTorch's own
-# window), which catches any backend error at any step. "rollout": the free-running rollout,
-# where each backend feeds back its own output: rounding differences between kernels (1e-6)
-# compound through the model's recursion (x10 every ~8 steps for the trained small preset, 0.1
-# max-abs after 64 steps at 74 dB PSNR), so it is judged by the worst step's PSNR.
+# window), which catches any backend error at any step: these decide whether an artefact
+# passes. "rollout": the free-running rollout, where each backend feeds back its own 8-bit
+# frames, is reported, not judged: a kernel rounding difference (1e-6) that puts one value on
+# the other side of a level boundary is amplified by the model's recursion, by how much depends
+# on the model and the frames, not on the export (the shipped delta model, from random smooth
+# frames: max |diff| 1.6e-2 after 8 steps and 1.5 after 64 between torch and onnxruntime FP32,
+# whose every teacher-forced step agrees to 5e-6; torch against itself with oneDNN off does
+# the same, `benchmarks/parity.py`).
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("fp32", "step"): Tolerance(max_abs=1e-4),
-    ("fp32", "rollout"): Tolerance(min_psnr=60.0),
     ("fp16", "step"): Tolerance(min_psnr=40.0),
-    ("fp16", "rollout"): Tolerance(min_psnr=30.0),
 }
+
+
+REPORTED = "reported"  # the tolerance of a check that informs and does not judge
 
 
 @dataclass
@@ -149,22 +154,13 @@ def verify(
         ):
             max_abs, mean_abs, db = _diff(out, ref_roll[:, t])
             per_step.append({"step": t + 1, "max_abs": max_abs, "mean_abs": mean_abs, "psnr": db})
-    for kind, per_step, tol in (
-        ("forced", forced, step_tol),
-        ("rollout", free, TOLERANCES[(precision, "rollout")]),
-    ):
+    for kind, per_step, tol in (("forced", forced, step_tol), ("rollout", free, None)):
         worst_abs = max(s["max_abs"] for s in per_step)
         worst_db = min(s["psnr"] for s in per_step)
+        passed = tol is None or tol.passes(worst_abs, worst_db)
+        limit = str(tol) if tol is not None else REPORTED
         checks.append(
-            Check(
-                kind,
-                tuple(rollout_shape),
-                worst_abs,
-                worst_db,
-                str(tol),
-                tol.passes(worst_abs, worst_db),
-                per_step,
-            )
+            Check(kind, tuple(rollout_shape), worst_abs, worst_db, limit, passed, per_step)
         )
     return Report(artefact, candidate.name, precision, checks)
 
@@ -192,6 +188,6 @@ def print_reports(reports: Sequence[Report]) -> None:
                 f"{c.max_abs:.1e}",
                 f"{c.psnr:.1f}",
                 c.tolerance,
-                "ok" if c.passed else "[red]FAIL[/red]",
+                "-" if c.tolerance == REPORTED else "ok" if c.passed else "[red]FAIL[/red]",
             )
     Console(stderr=True).print(table)

@@ -240,8 +240,8 @@ def _table(report: dict[str, Any]) -> str:
         f"Quality per rollout step on {report['clips']} clips of held-out video "
         f"({'x'.join(map(str, report['frame_size']))}), mean ± 95% CI. PSNR and sharp "
         f"difference in dB on [0, 1] 8-bit frames (TF project's PSNR + 6.02 dB); 'moving': "
-        f"pixels that change, relative to the last input frame, in the truth or in the "
-        f"prediction.",
+        f"pixels that change, relative to the last input frame, in the truth or in any "
+        f"model's prediction (one mask for every row, copying included).",
         "",
         "| model | PSNR below copying at steps | SSIM below copying at steps | "
         "D accuracy (real / generated) |",

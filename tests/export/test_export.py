@@ -49,6 +49,9 @@ def test_export_writes_verified_onnx_and_report(exported):
         assert {(1, 12, 32, 32), (3, 12, 210, 160), (1, 12, 210, 160), (1, 12, 97, 131)} <= shapes
         (roll,) = [c for c in r["checks"] if c["kind"] == "rollout"]
         assert len(roll["per_step"]) == 64 and roll["shape"] == [1, 12, 210, 160]
+        assert roll["tolerance"] == "reported"  # free-running: informs, does not judge
+        (forced,) = [c for c in r["checks"] if c["kind"] == "forced"]
+        assert forced["tolerance"] != "reported" and len(forced["per_step"]) == 64
     fp32 = reports[0]["checks"]
     assert max(c["max_abs"] for c in fp32 if c["kind"] == "step") < 1e-4
     assert min(c["psnr"] for c in reports[1]["checks"] if c["kind"] == "step") > 40
