@@ -137,9 +137,12 @@ def atomic_path(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False) -> None:
-    """Write `data` to `path` atomically (temporary file + rename)."""
-    with atomic_path(path, overwrite) as tmp:
+def atomic_write_bytes(
+    path: str | Path, data: bytes, overwrite: bool = False, inputs: Sequence[Path] = ()
+) -> None:
+    """Write `data` to `path` atomically (temporary file + rename; see `atomic_path` for
+    `inputs`)."""
+    with atomic_path(path, overwrite, inputs) as tmp:
         tmp.write_bytes(data)
 
 
@@ -147,5 +150,4 @@ def atomic_write_text(
     path: str | Path, text: str, overwrite: bool = False, inputs: Sequence[Path] = ()
 ) -> None:
     """Write `text` (UTF-8) to `path` atomically (see `atomic_path` for `inputs`)."""
-    with atomic_path(path, overwrite, inputs) as tmp:
-        tmp.write_bytes(text.encode())
+    atomic_write_bytes(path, text.encode(), overwrite, inputs)

@@ -108,10 +108,13 @@ def rollout(
     last = torch.empty(b, 3, h, w, device=dev)
     preds = torch.empty(b, steps, 3, h, w, device=dev)
     graphs = None
-    why = "not asked (cuda_graph=False)" if not cuda_graph else "CPU" if dev.type != "cuda" else ""
-    if cuda_graph and dev.type == "cuda" and not getattr(runner, "graph_safe", False):
+    if not cuda_graph:
+        why = "not asked (cuda_graph=False)"
+    elif dev.type != "cuda":
+        why = "CPU"
+    elif not getattr(runner, "graph_safe", False):
         why = f"{runner.name} cannot be captured"
-    if cuda_graph and dev.type == "cuda" and getattr(runner, "graph_safe", False):
+    else:
         windows[0].copy_(start)
         try:
             graphs = _capture(runner, windows, last, feedback_8bit)

@@ -174,9 +174,9 @@ def train(
     G_train = distributed.wrap(G, dist, device)
     D_train = distributed.wrap(D, dist, device) if D is not None else None
 
-    def save(gather: bool = True) -> None:
+    def save() -> None:
         # Every rank's sampler state, so that a resume continues each rank's own stream.
-        streams = distributed.gather(rng.bit_generator.state, dist) if gather else []
+        streams = distributed.gather(rng.bit_generator.state, dist)
         if not dist.is_main:
             return
         state = {

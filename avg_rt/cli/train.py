@@ -19,19 +19,23 @@ Opt = typer.Option
 FORMS = {"plain": (False, False), "residual": (True, False), "delta": (False, True)}
 
 
+def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
+    """`model` with what its scales predict set by --form (unchanged when None)."""
+    if form is None:
+        return model
+    if form not in FORMS:
+        raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
+    residual, delta = FORMS[form]
+    return dataclasses.replace(model, residual=residual, delta=delta)
+
+
 def resolve_config(preset: str, form: str | None = None, **overrides: Any) -> TrainConfig:
     """The preset with every override that is not None applied (`form` to its model)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     cfg = dataclasses.replace(PRESETS[preset], **changes)
-    if form is not None:
-        if form not in FORMS:
-            raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
-        residual, delta = FORMS[form]
-        cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, residual=residual, delta=delta)
-        )
+    cfg = dataclasses.replace(cfg, model=with_form(cfg.model, form))
     cfg.validate()
     return cfg
 
@@ -189,8 +193,7 @@ def train(
         if preset is not None:
             model = cfg.model
         elif form is not None:
-            residual, delta = FORMS[form]
-            model = dataclasses.replace(saved.model, residual=residual, delta=delta)
+            model = with_form(saved.model, form)
         cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)
