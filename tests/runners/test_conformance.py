@@ -242,8 +242,8 @@ def test_shipped_model_rollouts_agree_on_real_frames(tmp_path):
     on the other side of a level boundary differs by one level and the recursion spreads it
     (measured here on the shipped model: none of the 8-bit values differ for the first 48
     steps, at most 0.21% at any step, float mean |diff| at most 2.2e-5 per step). torch
-    against itself with oneDNN off drifts the same way (`python benchmarks/parity.py`), so no float32 backend can
-    bound single pixels there: the test bounds how many."""
+    against itself with oneDNN off drifts the same way (`python benchmarks/parity.py`), so no
+    float32 backend can bound single pixels there: the test bounds how many."""
     import numpy as np
     from avg_rt.export.to_onnx import save_onnx, to_onnx
 
