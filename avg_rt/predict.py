@@ -71,6 +71,29 @@ def _capture(
     return graphs
 
 
+def _graphs_or_why(
+    runner: Runner,
+    windows: list[torch.Tensor],
+    last: torch.Tensor,
+    feedback_8bit: bool,
+    cuda_graph: bool,
+) -> tuple[list[torch.cuda.CUDAGraph] | None, str]:
+    """The captured steps, or None and why the steps run eagerly (a failed capture warns)."""
+    if not cuda_graph:
+        return None, "not asked (cuda_graph=False)"
+    if runner.device.type != "cuda":
+        return None, "CPU"
+    if not getattr(runner, "graph_safe", False):
+        return None, f"{runner.name} cannot be captured"
+    try:
+        return _capture(runner, windows, last, feedback_8bit), ""
+    # e.g. a backend that synchronises inside predict, or a TensorRT enqueue refused under
+    # capture (RunnerError)
+    except (RuntimeError, RunnerError) as e:
+        warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=3)
+        return None, f"capture failed: {e}".splitlines()[0]
+
+
 def rollout(
     runner: Runner,
     history: torch.Tensor,
@@ -107,22 +130,8 @@ def rollout(
     start = history[:, -n:].reshape(b, 3 * n, h, w)
     last = torch.empty(b, 3, h, w, device=dev)
     preds = torch.empty(b, steps, 3, h, w, device=dev)
-    graphs = None
-    if not cuda_graph:
-        why = "not asked (cuda_graph=False)"
-    elif dev.type != "cuda":
-        why = "CPU"
-    elif not getattr(runner, "graph_safe", False):
-        why = f"{runner.name} cannot be captured"
-    else:
-        windows[0].copy_(start)
-        try:
-            graphs = _capture(runner, windows, last, feedback_8bit)
-        # e.g. a backend that synchronises inside predict, or a TensorRT enqueue refused
-        # under capture (RunnerError)
-        except (RuntimeError, RunnerError) as e:
-            why = f"capture failed: {e}".splitlines()[0]
-            warnings.warn(f"CUDA graph capture failed, running eagerly: {e}", stacklevel=2)
+    windows[0].copy_(start)
+    graphs, why = _graphs_or_why(runner, windows, last, feedback_8bit, cuda_graph)
     if execution is not None:
         execution.clear()
         execution |= {"steps": "cuda-graph"} if graphs else {"steps": "eager", "why": why}

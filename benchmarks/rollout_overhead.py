@@ -21,7 +21,7 @@ import torch
 from avg_rt.export.verify import random_history
 
 from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
-from avg_rt.benchmark.speed import all_runners
+from avg_rt.benchmark.speed import all_runners, ran_as
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
 
@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
                     for _ in range(args.steps):
                         runner.predict(x)
 
-                def loop(runner: Runner = runner, hist: torch.Tensor = hist, how=how) -> None:
-                    rollout(runner, hist, args.steps, **how)
+                ran: dict[str, str] = {}
+
+                def loop(
+                    runner: Runner = runner, hist: torch.Tensor = hist, how=how, ran=ran
+                ) -> None:
+                    rollout(runner, hist, args.steps, execution=ran, **how)
 
                 # Interleave the two so that drift in machine load hits both alike.
                 t_single, t_loop = [], []
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
                         "rollout_ms_per_step": 1e3 * median(t_loop) / args.steps,
                         "ratio": ratio,
                         "ratio_of_minima": min(t_loop) / min(t_single),
+                        "steps_ran": ran_as(ran),
                     }
                 )
                 print(
@@ -80,12 +85,13 @@ def main(argv: list[str] | None = None) -> None:
                     f"(of minima {rows[-1]['ratio_of_minima']:.3f})"
                 )
     table = [
-        "| runner | single pass (ms) | rollout step (ms) | rollout / 64 singles | same, minima |",
-        "|---|---|---|---|---|",
+        "| runner | single pass (ms) | rollout step (ms) | rollout / 64 singles | same, minima "
+        "| steps ran |",
+        "|---|---|---|---|---|---|",
     ]
     table += [
         f"| {r['runner']} | {r['single_ms']:.2f} | {r['rollout_ms_per_step']:.2f} | "
-        f"{r['ratio']:.3f} | {r['ratio_of_minima']:.3f} |"
+        f"{r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | {r['steps_ran']} |"
         for r in rows
     ]
     header = (

@@ -23,7 +23,12 @@ from avg_rt import __version__
 from avg_rt.errors import ExportError
 from avg_rt.files import atomic_write_bytes, atomic_write_text
 
-INSTALL_HINT = "pip install 'avg-rt[gpu]' (TensorRT needs an NVIDIA GPU)"
+
+def install_hint() -> str:
+    """The extra that brings TensorRT for this torch's CUDA major."""
+    from avg_rt.doctor import gpu_extra
+
+    return f"pip install {gpu_extra()} (TensorRT needs an NVIDIA GPU; avg-rt doctor checks)"
 
 
 def import_tensorrt() -> Any:
@@ -31,7 +36,7 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt
     except ImportError:
-        raise ExportError("--engine", f"TensorRT is not installed: {INSTALL_HINT}") from None
+        raise ExportError("--engine", f"TensorRT is not installed: {install_hint()}") from None
     return tensorrt
 
 

@@ -165,3 +165,29 @@ def test_data_then_train_end_to_end(tmp_path):
         result = runner.invoke(app, [*base, "--resume", *extra])
         assert result.exit_code == 1 and message in result.output, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 3
+
+
+def test_doctor_reports_this_machine_and_exits_0():
+    """On a machine without a GPU, the CUDA rows are 'not here' (not failures)."""
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("  ")[0]: line for line in result.output.splitlines() if line}
+    assert "ok" in rows["run torch cpu"] and "ok" in rows["run onnxruntime cpu"]
+    assert "max |diff| from PyTorch CPU" in rows["run onnxruntime cpu"]
+    assert {"torch", "GPU", "onnxruntime", "tensorrt"} <= set(rows)
+
+
+def test_doctor_names_the_fix_for_onnxruntime_without_cuda(monkeypatch):
+    """CUDA asked for and an onnxruntime without the CUDA provider (the CPU package): the
+    row is BROKEN and its fix names the package to swap in, for torch's CUDA major."""
+    import onnxruntime as ort
+
+    from avg_rt import doctor
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(doctor, "cuda_major", lambda: 12)
+    rows = {r.part: r for r in doctor.backends(want_cuda=True)}
+    row = rows["run onnxruntime cuda"]
+    assert row.status == doctor.BROKEN and "has no CUDA provider" in row.detail
+    assert row.fix == "pip uninstall -y onnxruntime && pip install 'avg-rt[gpu-cu12]'"
+    assert "fix run onnxruntime cuda: pip uninstall" in doctor.render(list(rows.values()))

@@ -60,6 +60,17 @@ def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path):
     _assert_same_networks(full, resumed)
 
 
+@needs_cuda
+def test_resume_on_cuda(tiny_dataset, tmp_path):
+    """Review item 2 of issue 13: the checkpoint is loaded onto the GPU, torch's RNG state
+    must go back to the CPU before set_rng_state."""
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, device="cuda", lr_decay=0.0)
+    train(dataclasses.replace(cfg, steps=3), train_v, tmp_path, test_v, progress=False)
+    train(cfg, train_v, tmp_path, test_v, resume=True, progress=False)
+    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 6
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_after_a_whole_step_and_resume_matches(tiny_dataset, tmp_path, signum):
     # What a scheduler (SIGTERM) or Ctrl-C (SIGINT) does mid-run: the step in progress ends,

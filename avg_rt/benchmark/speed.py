@@ -156,7 +156,8 @@ def measure(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     # One warm-up rollout (and graph capture), then the median of 3.
-    times = timed(lambda: rollout(runner, hist, opts.steps, **how), dev, 3, warmup=1)
+    ran: dict[str, str] = {}
+    times = timed(lambda: rollout(runner, hist, opts.steps, execution=ran, **how), dev, 3, warmup=1)
     seconds = float(np.median(times))
     median = float(np.median(lat))
     return {
@@ -170,6 +171,7 @@ def measure(
         if dev.type == "cuda"
         else None,
         "fraction_of_peak": flops_frame * batch / median / peak,
+        "steps_ran": ran_as(ran),
     }
 
 
@@ -271,14 +273,20 @@ def run(opts: SpeedOptions) -> dict[str, Any]:
     return report
 
 
+def ran_as(execution: dict[str, str]) -> str:
+    """How a rollout's steps ran, for tables: 'cuda-graph' or 'eager (why)'."""
+    why = execution.get("why")
+    return f"{execution['steps']} ({why})" if why else execution["steps"]
+
+
 def _row(r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"| {r['runner']} | {r['size']} | {r['batch']} | {r['error']} | | | | |"
+        return f"| {r['runner']} | {r['size']} | {r['batch']} | {r['error']} | | | | | |"
     mem = f"{r['peak_mem_mib']:.0f}" if r["peak_mem_mib"] is not None else "-"
     return (
         f"| {r['runner']} | {r['size']} | {r['batch']} | {r['rollout_fps']:.1f} | "
         f"{r['step_ms_median']:.2f} | {r['step_ms_p95']:.2f} | {mem} | "
-        f"{100 * r['fraction_of_peak']:.1f}% |"
+        f"{100 * r['fraction_of_peak']:.1f}% | {r.get('steps_ran', '')} |"
     )
 
 
@@ -290,8 +298,8 @@ def _table(report: dict[str, Any], opts: SpeedOptions) -> str:
         f"same run.",
         "",
         "| runner | frame | batch | rollout frames/s | step ms (median) | step ms (p95) | "
-        "peak MiB | % of peak |",
-        "|---|---|---|---|---|---|---|---|",
+        "peak MiB | % of peak | steps ran |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in report["rows"]]
     lines += ["", "| training | per second | sampler headroom |", "|---|---|---|"]

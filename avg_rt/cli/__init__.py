@@ -56,13 +56,14 @@ def _root(
 
 def _register() -> None:
     # Each command module stays small and imports its heavy dependencies inside the command.
-    from avg_rt.cli import bench, data, export, rollout, train
+    from avg_rt.cli import bench, data, doctor, export, rollout, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(bench.app, name="bench")
     app.command(name="train")(train.train)
     app.command(name="export")(export.export)
     app.command(name="rollout")(rollout.rollout)
+    app.command(name="doctor")(doctor.doctor)
 
 
 _register()

@@ -2,8 +2,10 @@
 
 Inputs and outputs are torch CUDA tensors whose device pointers are handed to the execution
 context (`set_tensor_address`), and `execute_async_v3` runs on torch's current stream, so a
-rollout stays on the GPU and orders correctly with torch's own kernels. `tensorrt` is imported
-only in `__enter__`.
+rollout stays on the GPU and orders correctly with torch's own kernels. Where that stream is
+the legacy default stream (handle 0; TensorRT synchronises the whole device around an enqueue
+there), the runner enqueues on a stream of its own, ordered after and before torch's by
+`wait_stream`. `tensorrt` is imported only in `__enter__`.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ class TensorRTRunner:
         self.meta: dict[str, Any] = {}
         self._context: Any = None
         self._out: torch.Tensor | None = None
+        self._stream: Any = None  # torch.cuda.Stream for work asked on the legacy stream
 
     def __enter__(self) -> Self:
         try:
             import tensorrt as trt
         except ImportError:
-            problem = "TensorRT is not installed (pip install 'avg-rt[gpu]', on a CUDA machine)"
-            raise RunnerError(self.path, problem) from None
+            from avg_rt.export.to_trt import install_hint
+
+            raise RunnerError(self.path, f"TensorRT is not installed: {install_hint()}") from None
         if self.device.type != "cuda":
             raise RunnerError(self.path, "TensorRT runs on CUDA only (use --device cuda)")
         meta_path = self.path.with_suffix(".json")
@@ -60,6 +64,7 @@ class TensorRTRunner:
                 "TensorRT could not create an execution context (out of GPU memory for the "
                 "profile's largest shapes? export with smaller --batch/--height/--width)",
             )
+        self._stream = torch.cuda.Stream(self.device)
         self.history_len = int(self.meta["history_len"])
         self.name = f"tensorrt-{self.meta['precision']}"
         self._input, self._output = self.meta["input"]["name"], self.meta["output"]["name"]
@@ -83,7 +88,7 @@ class TensorRTRunner:
             )
 
     def __exit__(self, *exc: object) -> None:
-        self._context = self._engine = None
+        self._context = self._engine = self._stream = None
         self._out = None
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
@@ -114,11 +119,20 @@ class TensorRTRunner:
         shape = tuple(history.shape)
         if self._out is None or self._out.shape[0] != shape[0] or self._out.shape[2:] != shape[2:]:
             self.check_shape(shape)
-            self._out = torch.empty(shape[0], 3, *shape[2:], device=self.device)
-            self._context.set_input_shape(self._input, shape)
+            self._out = history.new_empty(shape[0], 3, *shape[2:])
+            if not self._context.set_input_shape(self._input, shape):
+                raise RunnerError(self.path, f"TensorRT refused the input shape {shape}")
         self._context.set_tensor_address(self._input, history.data_ptr())
         self._context.set_tensor_address(self._output, self._out.data_ptr())
-        stream = torch.cuda.current_stream(self.device).cuda_stream
+        current = torch.cuda.current_stream(self.device)
+        if current.cuda_stream:  # a real stream (a side stream, a CUDA graph capture)
+            self._enqueue(current.cuda_stream)
+        else:  # the legacy default stream: run on ours, ordered with torch's both ways
+            self._stream.wait_stream(current)
+            self._enqueue(self._stream.cuda_stream)
+            current.wait_stream(self._stream)
+        return self._out
+
+    def _enqueue(self, stream: int) -> None:
         if not self._context.execute_async_v3(stream):
             raise RunnerError(self.path, "TensorRT execution failed")
-        return self._out

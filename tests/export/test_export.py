@@ -159,7 +159,7 @@ def test_engine_without_tensorrt_names_the_extra(small_checkpoint, tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == (
         "error: --engine: TensorRT is not installed: pip install 'avg-rt[gpu]' "
-        "(TensorRT needs an NVIDIA GPU)"
+        "(TensorRT needs an NVIDIA GPU; avg-rt doctor checks)"
     )
     assert not (tmp_path / "o").exists()
 
