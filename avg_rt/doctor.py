@@ -60,13 +60,17 @@ def _line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def _cpu_features() -> str:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux; empty elsewhere)."""
     try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
+        return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return platform.processor() or "unknown"
+        return set()
+
+
+def _cpu_features() -> str:
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return " ".join(f for f in wanted if f in flags) or "no AVX2"
+    return " ".join(f for f in wanted if f in cpu_flags()) or "no AVX2 (or not Linux)"
 
 
 def _driver() -> str:

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.to_onnx import DEFAULT_OPSET, save_onnx, to_onnx
-from avg_rt.export.verify import Report, print_reports, verify
+from avg_rt.export.verify import Report, crops, print_reports, random_history, verify
 
 from avg_rt.benchmark.common import environment
 from avg_rt.checkpoint import load_generator
@@ -29,6 +30,10 @@ from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 from avg_rt.runners.pyt import TorchRunner
 
 REPORT = "verification.json"
+# INT8 graphs: UINT8 asymmetric activations run fastest on CPUs (onnxruntime's u8s8 kernels);
+# TensorRT's explicit quantization takes symmetric INT8 activations only (export/to_int8.py).
+INT8_FOR_CPU = "generator.int8.onnx"
+INT8_FOR_TENSORRT = "generator.int8-sym.onnx"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,9 @@ class ExportOptions:
     overwrite: bool = False
     verify_steps: int = 64
     workspace_gib: float = 4.0
+    int8: bool = False
+    calibrate: Path | None = None  # real frames for INT8 calibration (and its verification)
+    calibration_windows: int = 64
 
 
 @dataclass
@@ -92,10 +100,24 @@ def _check(
     opts: ExportOptions,
     name: str,
     precision: str,
+    real: list[np.ndarray] | None = None,
 ) -> Report:
+    """Verify `candidate` against PyTorch: on random frames, or (`real`, held-out windows of
+    real frames: INT8) on crops of real windows and a rollout from the first of them."""
     channels = generator.cfg.in_channels
     r = opts.ranges
     rollout_shape = (r.batch.min, channels, r.height.opt, r.width.opt)
+    history, inputs = None, random_history
+    if real is not None:
+        first = torch.from_numpy(real[0])
+        same = torch.stack([torch.from_numpy(w) for w in real if w.shape == real[0].shape])
+        inputs = crops(same)
+        if r.contains((r.batch.min, *first.shape)):  # the real frames' own size
+            rollout_shape = (r.batch.min, *first.shape)
+            picks = same[torch.arange(r.batch.min) % len(same)]
+        else:
+            picks = inputs(rollout_shape, 1000)
+        history = picks.reshape(r.batch.min, channels // 3, 3, *rollout_shape[2:])
     with TorchRunner(generator, device) as reference, candidate:
         return verify(
             candidate,
@@ -105,7 +127,49 @@ def _check(
             opts.verify_steps,
             precision,
             name,
+            history=history,
+            inputs=inputs,
         )
+
+
+def _calibration(opts: ExportOptions, history_len: int) -> list[np.ndarray]:
+    """History windows of the real frames at `opts.calibrate` (before anything is written)."""
+    from avg_rt.export.to_int8 import calibration_windows
+
+    from avg_rt.data.sources import load_videos, open_source
+
+    if opts.calibrate is None:
+        raise ExportError("--int8", "needs --calibrate VIDEO_DIR: real frames to calibrate on")
+    why = "INT8 calibration"
+    videos = load_videos(open_source(opts.calibrate), history_len + 1, why=why)
+    return calibration_windows(videos, history_len, 2 * opts.calibration_windows)
+
+
+def _int8(
+    fp32: Path,
+    windows: list[np.ndarray],
+    generator: Generator,
+    opts: ExportOptions,
+    reports: list[Report],
+    say: Callable[[str], None],
+) -> list[tuple[Path, str]]:
+    """Quantize the verified FP32 graph in both flavours (calibrated on every other window,
+    verified on the others); returns the INT8 files that passed."""
+    from avg_rt.export.to_int8 import quantize
+
+    calibration, held_out = windows[0::2], windows[1::2] or windows
+    passed = []
+    for flavour, name in (("cpu", INT8_FOR_CPU), ("tensorrt", INT8_FOR_TENSORRT)):
+        path = fp32.with_name(name)
+        say(f"quantizing {path.name} (INT8, {flavour} form, {len(calibration)} real windows)")
+        quantize(fp32, path, calibration, flavour)
+        say(f"verifying {path.name} against PyTorch on held-out real frames")
+        runner = OnnxRuntimeRunner(path)
+        report = _check(runner, generator, "cpu", opts, path.name, "int8", held_out)
+        reports.append(report)
+        if report.passed:
+            passed.append((path, "int8"))
+    return passed
 
 
 def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -> ExportResult:
@@ -120,14 +184,16 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
     if opts.verify_steps < 1:
         raise ExportError("--verify-steps", "must be >= 1")
     engine = _engine_wanted(opts.engine)
-    check_writable(opts.out, opts.overwrite, [opts.checkpoint])
+    inputs = [opts.checkpoint] + ([opts.calibrate] if opts.calibrate else [])
+    check_writable(opts.out, opts.overwrite, inputs)
+    windows = _calibration(opts, cfg.model.history_len) if opts.int8 else []
     from avg_rt.export.to_trt import sha256
 
     ckpt_hash = sha256(opts.checkpoint)
     old_cache = opts.out / "timing.cache"  # reuse the previous build's cache when replacing
     precisions = ["fp32", "fp16"] if opts.fp16 else ["fp32"]
     reports: list[Report] = []
-    with atomic_path(opts.out, opts.overwrite, [opts.checkpoint]) as tmp:
+    with atomic_path(opts.out, opts.overwrite, inputs) as tmp:
         tmp.mkdir()
         if engine and old_cache.is_file():
             shutil.copyfile(old_cache, tmp / "timing.cache")
@@ -147,6 +213,8 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
             reports.append(report)
             if report.passed:
                 onnx_files.append((path, precision))
+        if windows and onnx_files and onnx_files[0][1] == "fp32":
+            onnx_files += _int8(onnx_files[0][0], windows, generator, opts, reports, say)
         plans = []
         if engine:
             from avg_rt.export.to_trt import build_engine
@@ -154,6 +222,8 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
             from avg_rt.runners.trt import TensorRTRunner
 
             for path, precision in onnx_files:
+                if precision == "int8" and INT8_FOR_TENSORRT not in path.name:
+                    continue  # TensorRT takes the symmetric INT8 graph only
                 plan = path.with_suffix(".plan")
                 say(f"building {plan.name} with TensorRT (minutes; cached for rebuilds)")
                 build_engine(

@@ -82,6 +82,29 @@ def peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) -> floa
     return 2 * n**3 * reps / seconds
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes BF16 natively (AVX-512 BF16 or AMX), where torch's BF16
+    autocast can pay on CPU."""
+    from avg_rt.doctor import cpu_flags
+
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def int8_graphs(fp32: Path, history_len: int, seed: int = 2000) -> tuple[Path, Path]:
+    """The CPU and TensorRT INT8 forms of `fp32`, beside it, calibrated on 32 windows of a
+    Ms. Pac-Man episode played with `seed` (a game neither the training data nor the quality
+    benchmark uses), never on random data."""
+    from avg_rt.data.atari import AtariConfig, play
+    from avg_rt.data.sources import Video
+    from avg_rt.export.pipeline import INT8_FOR_CPU, INT8_FOR_TENSORRT
+    from avg_rt.export.to_int8 import calibration_windows, quantize
+
+    frames = np.stack(list(play(AtariConfig(max_frames=400, seed=seed), 0)))
+    windows = calibration_windows([Video(f"ms_pacman seed {seed}", frames)], history_len, 32)
+    cpu = quantize(fp32, fp32.with_name(INT8_FOR_CPU), windows, "cpu")
+    return cpu, quantize(fp32, fp32.with_name(INT8_FOR_TENSORRT), windows, "tensorrt")
+
+
 def runners(
     ckpt: Path, onnx_dir: Path, device: torch.device, profile: ShapeRanges
 ) -> Iterator[tuple[Runner, dict[str, Any]]]:
@@ -90,10 +113,15 @@ def runners(
     gen, _ = checkpoint.load_generator(ckpt)
     fp32 = save_onnx(to_onnx(gen), onnx_dir / "generator.onnx")
     fp16 = save_onnx(to_onnx(gen, fp16=True), onnx_dir / "generator.fp16.onnx")
+    int8, int8_sym = int8_graphs(fp32, gen.cfg.history_len)
     if device.type == "cpu":
         yield TorchRunner(ckpt), {}
+        if cpu_has_bf16():
+            yield TorchRunner(ckpt, amp="bf16"), {}
         yield OnnxRuntimeRunner(fp32), {}
         yield OnnxRuntimeRunner(fp16), {}
+        yield OnnxRuntimeRunner(int8), {}
+        yield OnnxRuntimeRunner(int8_sym), {}
         return
     yield TorchRunner(ckpt, device), {"cuda_graph": False}
     yield TorchRunner(ckpt, device), {"cuda_graph": True}
@@ -104,14 +132,14 @@ def runners(
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        for path in (fp32, fp16):
+        for path in (fp32, fp16, int8_sym):
             yield OnnxRuntimeRunner(path, device), {}
             yield OnnxRuntimeRunner(path, device, cuda_graph=True), {"cuda_graph": True}
     if importlib.util.find_spec("tensorrt") is not None:
         from avg_rt.export.to_trt import build_engine
         from avg_rt.runners.trt import TensorRTRunner
 
-        for path in (fp32, fp16):
+        for path, precision in ((fp32, "fp32"), (fp16, "fp16"), (int8_sym, "int8")):
             plan = path.with_suffix(".plan")
             build_engine(
                 path,
@@ -119,7 +147,7 @@ def runners(
                 profile,
                 gen.cfg.in_channels,
                 gen.cfg.history_len,
-                "fp16" if path == fp16 else "fp32",
+                precision,
                 onnx_dir / "timing.cache",
             )
             for graph in (False, True):

@@ -22,6 +22,21 @@ def export(
     fp16: Annotated[
         bool, Opt(help="Also write generator.fp16.onnx (FP16 graph, FP32 I/O).")
     ] = False,
+    int8: Annotated[
+        bool,
+        Opt(
+            help="Also write INT8 graphs (generator.int8.onnx for CPUs, generator.int8-sym.onnx "
+            "for TensorRT), calibrated on --calibrate."
+        ),
+    ] = False,
+    calibrate: Annotated[
+        Path | None,
+        Opt(
+            metavar="VIDEO_DIR",
+            help="Real frames (a folder of videos or frame folders) to calibrate INT8 on; "
+            "half the windows verify it.",
+        ),
+    ] = None,
     engine: Annotated[
         bool | None,
         Opt(
@@ -42,6 +57,8 @@ def export(
     """Export the generator to ONNX (and TensorRT), verified against PyTorch before writing.
 
     Example: avg-rt export runs/small/checkpoint.pt --out exported --fp16 --triton
+
+    Example: avg-rt export models/small/checkpoint.pt -o int8 --int8 --calibrate videos/
     """
     from avg_rt.export.pipeline import ExportOptions
     from avg_rt.export.pipeline import export as run
@@ -62,6 +79,8 @@ def export(
             checkpoint=checkpoint,
             out=out,
             fp16=fp16,
+            int8=int8,
+            calibrate=calibrate,
             engine=engine,
             ranges=ranges,
             opset=opset,

@@ -69,6 +69,8 @@ class OnnxRuntimeRunner:
         self.name = (
             f"onnxrt-{self.device.type}"
             + ("-fp16" if ".fp16." in self.path.name else "")
+            + ("-int8" if ".int8" in self.path.name else "")
+            + ("-sym" if ".int8-sym." in self.path.name else "")
             + ("-tf32" if tf32 else "")
         )
         self.history_len = 0

@@ -1,0 +1,149 @@
+"""FP32 ONNX -> INT8 ONNX (Q/DQ form), calibrated on history windows of real frames.
+
+onnxruntime's static quantization does the work (`quantize_static`, QDQ format, weights INT8
+per output channel and symmetric). Two flavours, because the fastest integer kernels differ:
+- `cpu`: activations UINT8 with a zero point (asymmetric). x86 integer kernels (VNNI) multiply
+  u8 activations by s8 weights, and an asymmetric u8 range starting at 0 absorbs every ReLU,
+  so consecutive convolutions chain as integer ops with no float step between them.
+- `tensorrt`: activations INT8, symmetric (zero point 0), the only activation form TensorRT's
+  explicit quantization accepts; the ReLUs stay in the graph.
+Every convolution is quantized; the resizes, concatenations, adds and clamps stay floating
+point. Chosen by measurement (`benchmarks/int8.py`, results/int8-choices.md): on the shipped
+small model at 210x160 with 2 threads, quantizing every convolution ran 2.36x FP32 at batch 8
+(1.78x at batch 1) and stayed 56.8 dB from FP32 at its worst teacher-forced step; keeping each
+scale's last convolution in float gained 10 dB of agreement (66.6, far beyond what 8-bit output
+frames can show) for 2.01x; keeping the first ones too, 68.3 dB for 1.87x. MinMax calibration
+won: percentile (99.999) clipped the sprites' rare colours (56.1 dB worst step), entropy gave
+MinMax's ranges here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from avg_rt.errors import ExportError
+
+FLAVOURS = ("cpu", "tensorrt")
+METHODS = ("minmax", "percentile", "entropy")
+
+
+def calibration_windows(videos: Sequence[Any], history_len: int, count: int) -> list[np.ndarray]:
+    """`count` history windows (3 * history_len, H, W) float32 in [-1, 1] from decoded videos
+    (`avg_rt.data.sources.Video`, any frame sizes), spread evenly over every start position
+    whose next frame differs from the last one (a still scene teaches no ranges)."""
+    starts = [
+        (v, s)
+        for v in videos
+        for s in range(len(v.frames) - history_len)
+        if not np.array_equal(v.frames[s + history_len - 1], v.frames[s + history_len])
+    ]
+    if not starts:
+        raise ExportError("--calibrate", f"no video has {history_len + 1} frames with motion")
+    pick = np.linspace(0, len(starts) - 1, min(count, len(starts))).round().astype(int)
+    out = []
+    for i in pick:
+        video, start = starts[i]
+        w = np.asarray(video.frames[start : start + history_len])  # uint8 (T, H, W, 3)
+        t, h, wd, c = w.shape
+        out.append(w.transpose(0, 3, 1, 2).reshape(t * c, h, wd).astype(np.float32) / 127.5 - 1)
+    return out
+
+
+class _Windows:
+    """onnxruntime's CalibrationDataReader over windows, one at a time."""
+
+    def __init__(self, name: str, windows: Sequence[np.ndarray]):
+        self._it: Iterator[dict[str, np.ndarray]] = ({name: w[None]} for w in windows)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def _float_nodes(model: onnx.ModelProto) -> list[str]:
+    """The convolutions left in floating point: each scale's last one (found as the Conv whose
+    output feeds an Add: the change to the last frame)."""
+    adds = {i for n in model.graph.node if n.op_type == "Add" for i in n.input}
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.output[0] in adds]
+
+
+def _first_convs(model: onnx.ModelProto) -> list[str]:
+    """Each scale's first convolution: the Conv fed by a Resize, a Concat or the graph input."""
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        and producers.get(n.input[0], "input") in ("Resize", "Concat", "input")
+    ]
+
+
+def quantize(
+    fp32_path: Path,
+    out_path: Path,
+    windows: Sequence[np.ndarray],
+    flavour: str = "cpu",
+    method: str = "minmax",
+    keep_float: str = "none",
+) -> Path:
+    """Write the INT8 Q/DQ graph of `fp32_path` to `out_path` (not verified here).
+
+    `keep_float`: "ends" (every scale's first and last convolution), "last" (last only) or
+    "none" (every convolution quantized)."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if flavour not in FLAVOURS:
+        raise ExportError("--int8", f"unknown flavour {flavour!r} (choose from {FLAVOURS})")
+    model = onnx.load(str(fp32_path))
+    name = model.graph.input[0].name
+    exclude = {
+        "ends": _float_nodes(model) + _first_convs(model),
+        "last": _float_nodes(model),
+        "none": [],
+    }[keep_float]
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
+    extra: dict[str, Any] = {"WeightSymmetric": True}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    if flavour == "tensorrt":
+        extra |= {"ActivationSymmetric": True, "QDQKeepRemovableActivations": True}
+    prepared = out_path.with_name(out_path.name + ".prep.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            _Windows(name, windows),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8 if flavour == "cpu" else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "Relu"],
+            nodes_to_exclude=exclude,
+            calibrate_method=calibrate,
+            extra_options=extra,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    quantized = onnx.load(str(out_path))
+    onnx.helper.set_model_props(  # history_len, model_config, ... and how it was quantized
+        quantized,
+        {p.key: p.value for p in model.metadata_props}
+        | {"precision": "int8", "int8_flavour": flavour, "int8_calibration": method},
+    )
+    onnx.save(quantized, str(out_path))
+    return out_path

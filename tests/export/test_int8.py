@@ -1,0 +1,156 @@
+"""INT8 export: calibrated on real frames, verified against PyTorch, in both Q/DQ forms."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from avg_rt.export.to_int8 import calibration_windows, quantize
+from conftest import moving_frames, write_frames
+from typer.testing import CliRunner
+
+from avg_rt.cli import app
+from avg_rt.data.sources import Video
+from avg_rt.predict import rollout
+from avg_rt.runners import open_runner
+
+cli = CliRunner()
+RANGES = ["--batch", "1:1:2", "--height", "32:40:64", "--width", "32:48:64"]
+
+
+@pytest.fixture(scope="module")
+def frames_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calibration")
+    for i in range(2):
+        write_frames(root / f"video{i}", moving_frames(t=16, seed=i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def int8_export(small_checkpoint, frames_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "exported"
+    args = ["export", str(small_checkpoint), "-o", str(out), *RANGES, "--no-engine"]
+    result = cli.invoke(
+        app, [*args, "--int8", "--calibrate", str(frames_dir), "--verify-steps", "8"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "quantizing generator.int8.onnx" in result.stderr
+    return out
+
+
+def test_int8_export_is_verified_on_held_out_real_frames(int8_export):
+    summary = json.loads((int8_export / "verification.json").read_text())
+    reports = {r["artefact"]: r for r in summary["reports"]}
+    for name in ("generator.int8.onnx", "generator.int8-sym.onnx"):
+        assert (int8_export / name).is_file()
+        report = reports[name]
+        assert report["precision"] == "int8" and report["passed"]
+        kinds = [c["kind"] for c in report["checks"]]
+        assert kinds.count("step") >= 3 and "forced" in kinds and "rollout" in kinds
+        forced = next(c for c in report["checks"] if c["kind"] == "forced")
+        assert len(forced["per_step"]) == 8 and forced["tolerance"] == ">=38dB"
+        assert forced["shape"] == [1, 12, 40, 48]  # the real frames' own size
+
+
+def _zero_points(path):
+    """{activation tensor: zero point dtype and values} of a Q/DQ graph."""
+    model = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            out[n.input[0]] = inits[n.input[2]]
+    return out
+
+
+def test_int8_forms_cpu_uint8_asymmetric_tensorrt_int8_symmetric(int8_export):
+    cpu = _zero_points(int8_export / "generator.int8.onnx")
+    sym = _zero_points(int8_export / "generator.int8-sym.onnx")
+    assert cpu and all(z.dtype == np.uint8 for z in cpu.values())
+    assert sym and all(z.dtype == np.int8 and not z.any() for z in sym.values())
+    # The CPU form folds every ReLU into its quantized range; TensorRT's keeps them.
+    ops = {
+        name: [n.op_type for n in onnx.load(str(int8_export / name)).graph.node]
+        for name in ("generator.int8.onnx", "generator.int8-sym.onnx")
+    }
+    assert "Relu" not in ops["generator.int8.onnx"] and "Relu" in ops["generator.int8-sym.onnx"]
+    meta = {
+        p.key: p.value for p in onnx.load(str(int8_export / "generator.int8.onnx")).metadata_props
+    }
+    assert meta["precision"] == "int8" and meta["history_len"] == "4"
+
+
+def test_int8_model_rolls_out_like_any_onnx(int8_export):
+    history = torch.from_numpy(moving_frames(t=4, seed=5)).permute(0, 3, 1, 2)[None]
+    history = history.float() / 127.5 - 1
+    with open_runner(int8_export / "generator.int8.onnx") as runner:
+        assert runner.name == "onnxrt-cpu-int8"
+        preds = rollout(runner, history, steps=3)
+    assert preds.shape == (1, 3, 3, 40, 48) and torch.isfinite(preds).all()
+
+
+def test_every_convolution_is_integer_and_the_frame_update_is_float(int8_export):
+    """Every Conv takes INT8 weights and quantized inputs; the change is added to the last
+    frame and clamped in floating point (no Q/DQ around the Add and Clip)."""
+    model = onnx.load(str(int8_export / "generator.int8.onnx"))
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 20  # the small preset's
+    assert all(produced_by.get(i) == "DequantizeLinear" for n in convs for i in n.input[:2])
+    updates = {o for n in model.graph.node if n.op_type in ("Add", "Clip") for o in n.output}
+    assert len(updates) == 8
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert not updates & quantized
+    assert model.graph.output[0].name in updates  # the clamped frame, in float
+
+
+def test_int8_needs_real_frames(small_checkpoint, tmp_path):
+    result = cli.invoke(
+        app, ["export", str(small_checkpoint), "-o", str(tmp_path / "o"), *RANGES, "--int8"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: --int8: needs --calibrate VIDEO_DIR: real frames to calibrate on"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_calibration_on_a_bad_file_is_one_line_and_writes_nothing(small_checkpoint, tmp_path):
+    bad = tmp_path / "videos"
+    bad.mkdir()
+    (bad / "clip.mp4").write_bytes(b"not a video")
+    out = tmp_path / "o"
+    result = cli.invoke(
+        app,
+        [
+            "export",
+            str(small_checkpoint),
+            "-o",
+            str(out),
+            *RANGES,
+            "--int8",
+            "--calibrate",
+            str(bad),
+        ],
+    )
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "clip.mp4" in result.output and not out.exists()
+
+
+def test_calibration_windows_skip_still_frames_and_keep_sizes():
+    moving = moving_frames(t=10)
+    still = np.repeat(moving[:1], 10, axis=0)
+    big = moving_frames(t=10, h=64)
+    videos = [Video("still", still), Video("moving", moving), Video("big", big)]
+    windows = calibration_windows(videos, 4, 100)
+    assert len(windows) == 12  # 6 starts each of the two moving videos, none of the still one
+    assert {w.shape for w in windows} == {(12, 40, 48), (12, 64, 48)}
+    assert all(w.dtype == np.float32 and -1 <= w.min() and w.max() <= 1 for w in windows)
+
+
+def test_quantize_refuses_an_unknown_flavour(onnx_files, tmp_path):
+    from avg_rt.errors import ExportError
+
+    with pytest.raises(ExportError, match="unknown flavour"):
+        quantize(onnx_files["fp32"], tmp_path / "x.onnx", [], "gpu")
