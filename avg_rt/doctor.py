@@ -23,6 +23,7 @@ import torch
 from avg_rt import __version__
 
 OK, ABSENT, BROKEN, INFO = "ok", "not here", "BROKEN", "info"
+TORCH_URL = "https://pytorch.org/get-started/locally/"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ def cuda_major() -> int | None:
 def gpu_extra() -> str:
     """The pip requirement of the GPU backends that load next to this torch."""
     return "'avg-rt[gpu-cu12]'" if cuda_major() == 12 else "'avg-rt[gpu]'"
+
+
+def gpu_install() -> str:
+    """What to run for the GPU backends here: the extra for torch's CUDA major, after removing
+    the CPU onnxruntime (it shares onnxruntime-gpu's module), after a CUDA torch if needed."""
+    major = cuda_major()
+    if major is not None and major not in (12, 13):
+        return f"torch is built for CUDA {major}: the GPU extras need a CUDA 12 or 13 torch"
+    command = f"pip install {gpu_extra()}"
+    if _version("onnxruntime"):
+        command = f"pip uninstall -y onnxruntime onnxruntime-gpu && {command}"
+    if major is None:
+        return f"install a CUDA build of torch ({TORCH_URL}), then {command}"
+    return command
 
 
 def _version(dist: str) -> str | None:
@@ -104,7 +119,7 @@ def environment(want_cuda: bool) -> list[Row]:
         rows.append(Row("GPU", OK, f"{'; '.join(names)}; {_driver()}"))
     else:
         fix = (
-            "install a CUDA build of torch (https://pytorch.org/get-started/locally/)"
+            f"install a CUDA build of torch ({TORCH_URL})"
             if not torch.version.cuda
             else "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES"
         )
@@ -118,7 +133,7 @@ def environment(want_cuda: bool) -> list[Row]:
                 BROKEN,
                 f"both onnxruntime {ort_cpu} and onnxruntime-gpu {ort_gpu} are installed "
                 "(one module: whichever was installed last wins)",
-                f"pip uninstall -y onnxruntime onnxruntime-gpu, then pip install {gpu_extra()}",
+                gpu_install(),
             )
         )
     try:
@@ -128,9 +143,11 @@ def environment(want_cuda: bool) -> list[Row]:
         providers = ", ".join(
             p.removesuffix("ExecutionProvider") for p in ort.get_available_providers()
         )
-        rows.append(Row("onnxruntime", OK, f"{package} {ort.__version__}; providers: {providers}"))
+        detail = f"{package} {ort.__version__}; available providers: {providers}"
+        rows.append(Row("onnxruntime", OK, detail))
     except ImportError as e:
-        rows.append(Row("onnxruntime", BROKEN, _line(e), "pip install 'avg-rt[cpu]'"))
+        fix = gpu_install() if ort_gpu else "pip install 'avg-rt[cpu]'"
+        rows.append(Row("onnxruntime", BROKEN, _line(e), fix))
     trt_dist = _tensorrt_dist()
     try:
         import tensorrt
@@ -139,7 +156,7 @@ def environment(want_cuda: bool) -> list[Row]:
     except ImportError as e:
         status = BROKEN if trt_dist else ABSENT  # optional unless installed and failing
         detail = _line(e) if trt_dist else "not installed (optional; NVIDIA GPUs only)"
-        rows.append(Row("tensorrt", status, detail, f"pip install {gpu_extra()}"))
+        rows.append(Row("tensorrt", status, detail, gpu_install()))
     return rows
 
 
@@ -197,14 +214,14 @@ def backends(want_cuda: bool) -> list[Row]:
 
             return run
 
-        ort_fix = f"pip uninstall -y onnxruntime && pip install {gpu_extra()}"
+        ort_fix = gpu_install()
         rows = [
             _check("run torch cpu", against_torch(ckpt, "cpu", 0.0), "", True),
             _check("run onnxruntime cpu", against_torch(onnx32, "cpu", 1e-4), "", True),
         ]
         if not (torch.cuda.is_available() or want_cuda):
             return rows
-        torch_fix = "install a CUDA build of torch (https://pytorch.org/get-started/locally/)"
+        torch_fix = f"install a CUDA build of torch ({TORCH_URL})"
         rows.append(_check("run torch cuda", against_torch(ckpt, "cuda", 1e-4), torch_fix, True))
         rows.append(
             _check(
@@ -214,7 +231,7 @@ def backends(want_cuda: bool) -> list[Row]:
                 want_cuda or bool(_version("onnxruntime-gpu")),  # installed: it must work
             )
         )
-        trt_fix = f"pip install {gpu_extra()} (TensorRT's wheels come from pypi.nvidia.com)"
+        trt_fix = f"{gpu_install()} (TensorRT's wheels come from pypi.nvidia.com)"
         rows.append(
             _check(
                 "run tensorrt",

@@ -12,6 +12,7 @@ steps (both fed the FP32 trajectory, as 8-bit frames; worst and mean step), and 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,10 +26,12 @@ from avg_rt.export.to_onnx import save_onnx, to_onnx
 from avg_rt.benchmark.common import RESULTS, environment, save
 from avg_rt.benchmark.quality import clips, held_out_videos
 from avg_rt.checkpoint import load_generator
+from avg_rt.config import PRESETS
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model, round_to_8bit
 from avg_rt.data.sources import Video
 from avg_rt.metrics import psnr, to_unit
+from avg_rt.model import Generator
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "small" / "checkpoint.pt"
 VARIANTS = [("cpu", m, "last") for m in METHODS] + [
@@ -77,14 +80,26 @@ def step_times(sessions: dict[str, Any], batch: int, repeats: int) -> dict[str, 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=SHIPPED)
+    p.add_argument(
+        "--preset",
+        help="time an untrained generator of this preset instead (speed; its agreement with "
+        "FP32 is that of random weights)",
+    )
+    p.add_argument("--default-only", action="store_true", help="only the default variant")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--name", default="int8-choices")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    command = " ".join(["python benchmarks/int8.py", *(sys.argv[1:] if argv is None else argv)])
 
-    gen, _ = load_generator(args.checkpoint)
+    if args.preset:
+        torch.manual_seed(0)
+        gen = Generator(PRESETS[args.preset].model).eval()
+    else:
+        gen, _ = load_generator(args.checkpoint)
+    variants = [("cpu", "minmax", "none")] if args.default_only else VARIANTS
     frames = np.stack(list(play(AtariConfig(max_frames=400, seed=2000), 0)))
     windows = calibration_windows([Video("seed 2000", frames)], gen.cfg.history_len, 32)
     history, _ = clips(held_out_videos(2, 300, 1000), args.steps, 10, 8)
@@ -93,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = save_onnx(to_onnx(gen), Path(tmp) / "generator.onnx")
         sessions = {"fp32": _session(fp32, args.threads)}
-        for flavour, method, keep in VARIANTS:
+        for flavour, method, keep in variants:
             label = f"{flavour} {method} keep-float={keep}"
             path = Path(tmp) / f"{flavour}-{method}-{keep}.onnx"
             quantize(fp32, path, windows, flavour, method, keep)
@@ -117,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{r['speedup_b8']:.2f} |"
         for r in rows
     ]
+    model = f"an untrained `{args.preset}` generator" if args.preset else f"`{args.checkpoint}`"
     head = (
-        f"INT8 variants of `{args.checkpoint.name}` on onnxruntime CPU at 210x160: "
+        f"INT8 variants of {model} on onnxruntime CPU at 210x160: "
         f"{args.steps} teacher-forced steps on 8 held-out clips, speed against FP32 onnxruntime "
-        f"in the same run, with `python benchmarks/int8.py`.\n\n"
+        f"in the same run, with `{command}`.\n\n"
     )
     report = {"environment": environment(), "args": {k: str(v) for k, v in vars(args).items()}}
     save(args.name, report | {"rows": rows}, head + "\n".join(table), args.out)

@@ -22,7 +22,7 @@ from avg_rt.export.verify import Report, crops, print_reports, random_history, v
 
 from avg_rt.benchmark.common import environment
 from avg_rt.checkpoint import load_generator
-from avg_rt.errors import ExportError
+from avg_rt.errors import ExportError, RunnerError
 from avg_rt.files import atomic_path, atomic_write_text, check_writable
 from avg_rt.model import Generator
 from avg_rt.runners import Runner
@@ -81,6 +81,15 @@ def verification_shapes(ranges: ShapeRanges, channels: int) -> list[tuple[int, i
     return list(dict.fromkeys(shapes))
 
 
+def _ort_cuda() -> bool:
+    """Whether onnxruntime's CUDA provider and a GPU are here."""
+    if not torch.cuda.is_available():
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def _engine_wanted(flag: bool | None) -> bool:
     import importlib.util
 
@@ -132,8 +141,12 @@ def _check(
         )
 
 
-def _calibration(opts: ExportOptions, history_len: int) -> list[np.ndarray]:
-    """History windows of the real frames at `opts.calibrate` (before anything is written)."""
+def _calibration(
+    opts: ExportOptions, history_len: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(calibration, verification) history windows of the real frames at `opts.calibrate`:
+    from the first and the second half of every video, so none shares a frame (read before
+    anything is written)."""
     from avg_rt.export.to_int8 import calibration_windows
 
     from avg_rt.data.sources import load_videos, open_source
@@ -141,23 +154,25 @@ def _calibration(opts: ExportOptions, history_len: int) -> list[np.ndarray]:
     if opts.calibrate is None:
         raise ExportError("--int8", "needs --calibrate VIDEO_DIR: real frames to calibrate on")
     why = "INT8 calibration"
-    videos = load_videos(open_source(opts.calibrate), history_len + 1, why=why)
-    return calibration_windows(videos, history_len, 2 * opts.calibration_windows)
+    videos = load_videos(open_source(opts.calibrate), 2 * (history_len + 1), why=why)
+    n = opts.calibration_windows
+    first = calibration_windows(videos, history_len, n, "first")
+    return first, calibration_windows(videos, history_len, n, "second")
 
 
 def _int8(
     fp32: Path,
-    windows: list[np.ndarray],
+    windows: tuple[list[np.ndarray], list[np.ndarray]],
     generator: Generator,
     opts: ExportOptions,
     reports: list[Report],
     say: Callable[[str], None],
 ) -> list[tuple[Path, str]]:
-    """Quantize the verified FP32 graph in both flavours (calibrated on every other window,
-    verified on the others); returns the INT8 files that passed."""
+    """Quantize the verified FP32 graph in both flavours, calibrated on the first windows and
+    verified on the held-out second ones; returns the INT8 files that passed."""
     from avg_rt.export.to_int8 import quantize
 
-    calibration, held_out = windows[0::2], windows[1::2] or windows
+    calibration, held_out = windows
     passed = []
     for flavour, name in (("cpu", INT8_FOR_CPU), ("tensorrt", INT8_FOR_TENSORRT)):
         path = fp32.with_name(name)
@@ -186,7 +201,7 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
     engine = _engine_wanted(opts.engine)
     inputs = [opts.checkpoint] + ([opts.calibrate] if opts.calibrate else [])
     check_writable(opts.out, opts.overwrite, inputs)
-    windows = _calibration(opts, cfg.model.history_len) if opts.int8 else []
+    windows, held_out = _calibration(opts, cfg.model.history_len) if opts.int8 else ([], [])
     from avg_rt.export.to_trt import sha256
 
     ckpt_hash = sha256(opts.checkpoint)
@@ -209,12 +224,21 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
             )
             save_onnx(proto, path)
             say(f"verifying {path.name} against PyTorch ({opts.verify_steps}-step rollouts)")
-            report = _check(OnnxRuntimeRunner(path), generator, "cpu", opts, path.name, precision)
-            reports.append(report)
-            if report.passed:
+            checks = [_check(OnnxRuntimeRunner(path), generator, "cpu", opts, path.name, precision)]
+            if _ort_cuda():  # the file a GPU user runs is checked on the provider they run
+                say(f"verifying {path.name} on onnxruntime's CUDA provider")
+                runner = OnnxRuntimeRunner(path, "cuda")
+                try:
+                    checks.append(_check(runner, generator, "cuda", opts, path.name, precision))
+                except RunnerError as e:  # a provider that cannot load: said, not fatal
+                    say(f"not verified on onnxruntime's CUDA provider: {e}")
+            reports += checks
+            if all(r.passed for r in checks):
                 onnx_files.append((path, precision))
         if windows and onnx_files and onnx_files[0][1] == "fp32":
-            onnx_files += _int8(onnx_files[0][0], windows, generator, opts, reports, say)
+            onnx_files += _int8(
+                onnx_files[0][0], (windows, held_out), generator, opts, reports, say
+            )
         plans = []
         if engine:
             from avg_rt.export.to_trt import build_engine
@@ -238,16 +262,16 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
                     ckpt_hash,
                 )
                 say(f"verifying {plan.name} against PyTorch")
-                report = _check(
-                    TensorRTRunner(plan, "cuda"), generator, "cuda", opts, plan.name, precision
-                )
+                real = held_out if precision == "int8" else None  # as its ONNX graph was
+                engine_runner = TensorRTRunner(plan, "cuda")
+                report = _check(engine_runner, generator, "cuda", opts, plan.name, precision, real)
                 reports.append(report)
                 if report.passed:
                     plans.append(plan)
-        for report in reports:  # failed artefacts never keep their final name
-            if not report.passed:
-                failed = tmp / report.artefact
-                failed.rename(failed.with_name(failed.name + ".failed"))
+        # Failed artefacts never keep their final name (one may have failed on two backends).
+        for artefact in dict.fromkeys(r.artefact for r in reports if not r.passed):
+            failed = tmp / artefact
+            failed.rename(failed.with_name(failed.name + ".failed"))
         summary = {
             "environment": environment(),
             "checkpoint": str(opts.checkpoint),
@@ -262,15 +286,15 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
 
             say("writing the Triton model repository")
 
-            write_repository(
+            write_repository(  # the CPU INT8 graph is for CPUs; Triton's models are on GPUs
                 tmp / "model_repository",
-                [p for p, _ in onnx_files] + plans,
+                [p for p, _ in onnx_files if p.name != INT8_FOR_CPU] + plans,
                 cfg.model.in_channels,
                 opts.ranges,
             )
     print_reports(reports)
     artefacts = [opts.out / p.name for p, _ in onnx_files] + [opts.out / p.name for p in plans]
-    failed = [r.artefact for r in reports if not r.passed]
+    failed = list(dict.fromkeys(r.artefact for r in reports if not r.passed))
     if failed:
         raise ExportError(
             opts.out,

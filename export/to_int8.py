@@ -9,12 +9,12 @@ per output channel and symmetric). Two flavours, because the fastest integer ker
   explicit quantization accepts; the ReLUs stay in the graph.
 Every convolution is quantized; the resizes, concatenations, adds and clamps stay floating
 point. Chosen by measurement (`benchmarks/int8.py`, results/int8-choices.md): on the shipped
-small model at 210x160 with 2 threads, quantizing every convolution ran 2.36x FP32 at batch 8
-(1.78x at batch 1) and stayed 56.8 dB from FP32 at its worst teacher-forced step; keeping each
-scale's last convolution in float gained 10 dB of agreement (66.6, far beyond what 8-bit output
-frames can show) for 2.01x; keeping the first ones too, 68.3 dB for 1.87x. MinMax calibration
+small model at 210x160 with 2 threads, quantizing every convolution ran 2.09x FP32 at batch 8
+(2.02x at batch 1) and stayed 56.8 dB from FP32 at its worst teacher-forced step; keeping each
+scale's last convolution in float gained 10 dB of agreement (far beyond what 8-bit output
+frames can show) for 1.96x; keeping the first ones too, 68.3 dB for 1.75x. MinMax calibration
 won: percentile (99.999) clipped the sprites' rare colours (56.1 dB worst step), entropy gave
-MinMax's ranges here.
+nearly MinMax's ranges.
 """
 
 from __future__ import annotations
@@ -32,18 +32,26 @@ FLAVOURS = ("cpu", "tensorrt")
 METHODS = ("minmax", "percentile", "entropy")
 
 
-def calibration_windows(videos: Sequence[Any], history_len: int, count: int) -> list[np.ndarray]:
+def calibration_windows(
+    videos: Sequence[Any], history_len: int, count: int, half: str = "all"
+) -> list[np.ndarray]:
     """`count` history windows (3 * history_len, H, W) float32 in [-1, 1] from decoded videos
     (`avg_rt.data.sources.Video`, any frame sizes), spread evenly over every start position
-    whose next frame differs from the last one (a still scene teaches no ranges)."""
-    starts = [
-        (v, s)
-        for v in videos
-        for s in range(len(v.frames) - history_len)
-        if not np.array_equal(v.frames[s + history_len - 1], v.frames[s + history_len])
-    ]
+    whose next frame differs from the last one (a still scene teaches no ranges). `half`:
+    "first" takes only windows (with their next frame) inside the first half of each video,
+    "second" only windows starting in the second half, so the two never share a frame."""
+    starts = []
+    for v in videos:
+        n = len(v.frames)
+        lo, hi = {"all": (0, n), "first": (0, n // 2), "second": (n // 2, n)}[half]
+        starts += [
+            (v, s)
+            for s in range(lo, hi - history_len)
+            if not np.array_equal(v.frames[s + history_len - 1], v.frames[s + history_len])
+        ]
     if not starts:
-        raise ExportError("--calibrate", f"no video has {history_len + 1} frames with motion")
+        where = "" if half == "all" else f" in the {half} half of a video"
+        raise ExportError("--calibrate", f"no {history_len + 1} frames with motion{where}")
     pick = np.linspace(0, len(starts) - 1, min(count, len(starts))).round().astype(int)
     out = []
     for i in pick:
@@ -55,13 +63,28 @@ def calibration_windows(videos: Sequence[Any], history_len: int, count: int) -> 
 
 
 class _Windows:
-    """onnxruntime's CalibrationDataReader over windows, one at a time."""
+    """onnxruntime's CalibrationDataReader over windows, one at a time, in strides
+    (`set_range`), so that the calibrator merges the ranges of each stride and holds only one
+    stride's activations (the paper preset's are ~1 GB per window at 210x160)."""
 
     def __init__(self, name: str, windows: Sequence[np.ndarray]):
-        self._it: Iterator[dict[str, np.ndarray]] = ({name: w[None]} for w in windows)
+        self.name, self.windows = name, windows
+        self.set_range(0, len(windows))
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        chosen = self.windows[start_index:end_index]
+        self._it: Iterator[dict[str, np.ndarray]] = ({self.name: w[None]} for w in chosen)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
+
+
+def _stride(n: int, most: int = 8) -> int:
+    """The largest divisor of `n` up to `most` (onnxruntime wants strides that divide it)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
 
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
@@ -116,11 +139,19 @@ def quantize(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[method]
-    extra: dict[str, Any] = {"WeightSymmetric": True}
+    # Ranges computed per stride of at most 8 windows and merged: the activations of all
+    # windows at once would not fit in memory for the paper preset. (Not
+    # CalibMaxIntermediateOutputs: onnxruntime 1.32's MinMax calibrator drops each full batch
+    # of outputs without computing its ranges.)
+    extra: dict[str, Any] = {"WeightSymmetric": True, "CalibStridedMinMax": _stride(len(windows))}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    if flavour == "tensorrt":
-        extra |= {"ActivationSymmetric": True, "QDQKeepRemovableActivations": True}
+    if flavour == "tensorrt":  # biases stay float: TensorRT dequantizes INT8 (not INT32)
+        extra |= {
+            "ActivationSymmetric": True,
+            "QDQKeepRemovableActivations": True,
+            "QuantizeBias": False,
+        }
     prepared = out_path.with_name(out_path.name + ".prep.onnx")
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)

@@ -44,12 +44,13 @@ instance_group [ {{ kind: KIND_GPU, count: 1 }} ]
 def write_repository(
     repo: Path, artefacts: list[Path], channels: int, ranges: ShapeRanges
 ) -> list[str]:
-    """Copy each artefact (`generator[.fp16].onnx|.plan`) into `repo` as its own model, named
-    `avg_rt_<precision>_<backend>`; returns the model names."""
+    """Copy each artefact (`generator[.fp16|.int8|.int8-sym].onnx|.plan`) into `repo` as its
+    own model, named `avg_rt_<precision>_<backend>` (precision fp32, fp16, int8 or int8sym);
+    returns the model names."""
     names = []
     for path in artefacts:
         platform, filename = PLATFORMS[path.suffix]
-        precision = "fp16" if ".fp16." in path.name else "fp32"
+        precision = path.name.split(".")[1].replace("-", "") if path.name.count(".") > 1 else "fp32"
         name = f"avg_rt_{precision}_{'onnx' if path.suffix == '.onnx' else 'trt'}"
         (repo / name / "1").mkdir(parents=True)
         shutil.copyfile(path, repo / name / "1" / filename)

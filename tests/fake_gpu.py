@@ -35,6 +35,8 @@ class FakeGPU:
     version: str = "10.13.0"
     current: int = 0
     context_oom: bool = False  # create_execution_context() gives None
+    alignment: int = 256  # what set_tensor_address accepts (TensorRT: 256 bytes)
+    stream: int = 0  # the handle of torch's current stream (0: the legacy default stream)
     calls: list[str] = field(default_factory=list)
     enqueued_on: list[int] = field(default_factory=list)  # stream handles
 
@@ -68,7 +70,8 @@ class FakeGPU:
             def wait_stream(self, other: Stream) -> None:
                 gpu.calls.append(f"stream {self.cuda_stream:#x} waits {other.cuda_stream:#x}")
 
-        legacy = Stream(handle=0)
+            def synchronize(self) -> None:
+                gpu.calls.append(f"stream {self.cuda_stream:#x} synchronized")
 
         def set_device(device: Any) -> None:
             gpu.current = gpu.index(device, "set_device")
@@ -82,7 +85,7 @@ class FakeGPU:
         def current_stream(device: Any = None) -> Stream:
             if device is None:  # the runners name their device: the current one may differ
                 raise AssertionError("current_stream() without a device")
-            return legacy
+            return Stream(handle=gpu.stream)
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpu.gpus))
@@ -252,8 +255,8 @@ class FakeGPU:
 
             def set_tensor_address(self, name: str, ptr: int) -> bool:
                 need(name, str, "set_tensor_address"), need(ptr, int, "set_tensor_address")
-                if ptr == 0:
-                    raise ValueError("set_tensor_address: null pointer")
+                if ptr == 0 or ptr % gpu.alignment:
+                    return False  # TensorRT logs the error and refuses
                 self.addresses[name] = ptr
                 return True
 
@@ -263,6 +266,7 @@ class FakeGPU:
                 if name not in self.shapes or len(self.addresses) != 2:
                     raise AssertionError("execute_async_v3 before every shape and address")
                 gpu.enqueued_on.append(stream_handle)
+                gpu.calls.append(f"enqueue on {stream_handle:#x}")
                 b, c, h, w = self.shapes[name]
                 out_name = next(n for n in self.addresses if n != name)
                 x = _view(self.addresses[name], (b, c, h, w))

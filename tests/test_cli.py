@@ -189,5 +189,7 @@ def test_doctor_names_the_fix_for_onnxruntime_without_cuda(monkeypatch):
     rows = {r.part: r for r in doctor.backends(want_cuda=True)}
     row = rows["run onnxruntime cuda"]
     assert row.status == doctor.BROKEN and "has no CUDA provider" in row.detail
-    assert row.fix == "pip uninstall -y onnxruntime && pip install 'avg-rt[gpu-cu12]'"
+    assert row.fix == (
+        "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'avg-rt[gpu-cu12]'"
+    )
     assert "fix run onnxruntime cuda: pip uninstall" in doctor.render(list(rows.values()))

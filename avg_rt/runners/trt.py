@@ -34,6 +34,7 @@ class TensorRTRunner:
         self.meta: dict[str, Any] = {}
         self._context: Any = None
         self._out: torch.Tensor | None = None
+        self._shape: tuple[int, ...] | None = None  # the input shape the context is set to
         self._stream: Any = None  # torch.cuda.Stream for work asked on the legacy stream
 
     def __enter__(self) -> Self:
@@ -88,12 +89,18 @@ class TensorRTRunner:
             )
 
     def __exit__(self, *exc: object) -> None:
+        if self._stream is not None:  # work queued on our stream still uses the context
+            self._stream.synchronize()
         self._context = self._engine = self._stream = None
-        self._out = None
+        self._out = self._shape = None
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Raise RunnerError if `shape` (B, C, H, W) is outside the engine's profile."""
-        b, _, h, w = shape
+        b, c, h, w = shape
+        if c != 3 * self.history_len:
+            raise RunnerError(
+                self.path, f"input has {c} channels, the engine takes {3 * self.history_len}"
+            )
         for name, v in (("batch", b), ("height", h), ("width", w)):
             lo, _, hi = self.meta["profile"][name]
             if not lo <= v <= hi:
@@ -117,13 +124,18 @@ class TensorRTRunner:
                 f"{history.device}{'' if history.is_contiguous() else ', strided'}",
             )
         shape = tuple(history.shape)
-        if self._out is None or self._out.shape[0] != shape[0] or self._out.shape[2:] != shape[2:]:
+        if self._out is None or shape != self._shape:
             self.check_shape(shape)
-            self._out = history.new_empty(shape[0], 3, *shape[2:])
+            self._out = self._shape = None  # until TensorRT has taken the new shape
             if not self._context.set_input_shape(self._input, shape):
                 raise RunnerError(self.path, f"TensorRT refused the input shape {shape}")
-        self._context.set_tensor_address(self._input, history.data_ptr())
-        self._context.set_tensor_address(self._output, self._out.data_ptr())
+            self._out, self._shape = history.new_empty(shape[0], 3, *shape[2:]), shape
+        assert self._out is not None
+        for name, tensor in ((self._input, history), (self._output, self._out)):
+            # False for an address TensorRT cannot use, e.g. not 256-byte aligned (a view at
+            # an offset)
+            if not self._context.set_tensor_address(name, tensor.data_ptr()):
+                raise RunnerError(self.path, f"TensorRT refused the address of {name}")
         current = torch.cuda.current_stream(self.device)
         if current.cuda_stream:  # a real stream (a side stream, a CUDA graph capture)
             self._enqueue(current.cuda_stream)

@@ -30,7 +30,7 @@ def frames_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8_export(small_checkpoint, frames_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "exported"
-    args = ["export", str(small_checkpoint), "-o", str(out), *RANGES, "--no-engine"]
+    args = ["export", str(small_checkpoint), "-o", str(out), *RANGES, "--no-engine", "--triton"]
     result = cli.invoke(
         app, [*args, "--int8", "--calibrate", str(frames_dir), "--verify-steps", "8"]
     )
@@ -53,6 +53,12 @@ def test_int8_export_is_verified_on_held_out_real_frames(int8_export):
         assert forced["shape"] == [1, 12, 40, 48]  # the real frames' own size
 
 
+def test_int8_graph_for_tensorrt_is_a_triton_model(int8_export):
+    """Triton's models run on GPUs: the CPU INT8 form is left out."""
+    models = sorted(p.name for p in (int8_export / "model_repository").iterdir())
+    assert models == ["avg_rt_fp32_onnx", "avg_rt_int8sym_onnx"]
+
+
 def _zero_points(path):
     """{activation tensor: zero point dtype and values} of a Q/DQ graph."""
     model = onnx.load(str(path))
@@ -69,6 +75,11 @@ def test_int8_forms_cpu_uint8_asymmetric_tensorrt_int8_symmetric(int8_export):
     sym = _zero_points(int8_export / "generator.int8-sym.onnx")
     assert cpu and all(z.dtype == np.uint8 for z in cpu.values())
     assert sym and all(z.dtype == np.int8 and not z.any() for z in sym.values())
+    # TensorRT dequantizes INT8, not INT32: the TensorRT form keeps its biases float.
+    model = onnx.load(str(int8_export / "generator.int8-sym.onnx"))
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    biases = [n.input[2] for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 2]
+    assert biases and not any(produced_by.get(b) == "DequantizeLinear" for b in biases)
     # The CPU form folds every ReLU into its quantized range; TensorRT's keeps them.
     ops = {
         name: [n.op_type for n in onnx.load(str(int8_export / name)).graph.node]
@@ -147,6 +158,19 @@ def test_calibration_windows_skip_still_frames_and_keep_sizes():
     assert len(windows) == 12  # 6 starts each of the two moving videos, none of the still one
     assert {w.shape for w in windows} == {(12, 40, 48), (12, 64, 48)}
     assert all(w.dtype == np.float32 and -1 <= w.min() and w.max() <= 1 for w in windows)
+
+
+def test_calibration_and_verification_halves_share_no_frame():
+    frames = moving_frames(t=20)
+    frames[:, 0, 0, 0] = np.arange(20)  # each frame marked with its index
+    video = Video("v", frames)
+    first = calibration_windows([video], 4, 100, "first")
+    second = calibration_windows([video], 4, 100, "second")
+
+    def indices(windows):
+        return {round((w[c, 0, 0] + 1) * 127.5) for w in windows for c in range(0, 12, 3)}
+
+    assert indices(first) == set(range(9)) and indices(second) == set(range(10, 19))
 
 
 def test_quantize_refuses_an_unknown_flavour(onnx_files, tmp_path):

@@ -86,7 +86,7 @@ def test_runner_checks_the_gpu_it_will_run_on(gpu, onnx_files, tmp_path):
     gpu.current = 0
     with TensorRTRunner(plan, "cuda:1") as runner:
         assert runner.device == torch.device("cuda", 1)
-    assert gpu.calls[-1] == "set_device 1"
+    assert "set_device 1" in gpu.calls
     with pytest.raises(RunnerError, match=r"sm 8\.9.*sm 9\.0.*rebuild it here"):
         TensorRTRunner(plan, "cuda:0").__enter__()
 
@@ -100,9 +100,11 @@ def test_runner_without_memory_for_a_context_says_so(gpu, onnx_files, tmp_path):
         TensorRTRunner(plan, "cuda").__enter__()
 
 
-def _on_host(runner: TensorRTRunner) -> TensorRTRunner:
-    """The fake GPU's memory is host memory: the runner's tensors live on the CPU."""
+def _on_host(runner: TensorRTRunner, gpu: FakeGPU) -> TensorRTRunner:
+    """The fake GPU's memory is host memory: the runner's tensors live on the CPU, whose
+    allocator aligns to 64 bytes (CUDA's to 512)."""
     runner.device = torch.device("cpu")
+    gpu.alignment = 64
     return runner
 
 
@@ -113,13 +115,48 @@ def test_rollout_through_the_engine_and_off_the_legacy_stream(gpu, onnx_files, t
     plan = build(onnx_files["fp32"], tmp_path)
     history = torch.rand(2, 4, 3, 40, 48) * 2 - 1
     with TensorRTRunner(plan, "cuda") as runner:
-        preds = rollout(_on_host(runner), history, steps=3, cuda_graph=False)
+        preds = rollout(_on_host(runner, gpu), history, steps=3, cuda_graph=False)
         own = runner._stream.cuda_stream
     last = round_to_8bit(history[:, -1])  # the fake engine predicts the last frame
     torch.testing.assert_close(preds[:, 0], history[:, -1], rtol=0, atol=0)
     torch.testing.assert_close(preds[:, 2], last, rtol=0, atol=0)
     assert gpu.enqueued_on == [own] * 3
-    assert f"stream {own:#x} waits 0x0" in gpu.calls and f"stream 0x0 waits {own:#x}" in gpu.calls
+    step = [f"stream {own:#x} waits 0x0", f"enqueue on {own:#x}", f"stream 0x0 waits {own:#x}"]
+    assert gpu.calls[-10:] == step * 3 + [f"stream {own:#x} synchronized"]  # in this order
+
+
+def test_work_on_a_real_stream_stays_there(gpu, onnx_files, tmp_path):
+    """On a side stream or under CUDA graph capture (a non-zero handle), the enqueue goes to
+    torch's current stream itself: a capture must record it there."""
+    plan = build(onnx_files["fp32"], tmp_path)
+    gpu.stream = 0x7A0
+    with TensorRTRunner(plan, "cuda") as runner:
+        _on_host(runner, gpu).predict(torch.rand(1, 12, 40, 48))
+    assert gpu.enqueued_on == [0x7A0]
+    assert not [c for c in gpu.calls if "waits" in c]
+
+
+def test_refused_shapes_and_addresses_are_errors_and_not_remembered(gpu, onnx_files, tmp_path):
+    """Review follow-up: a shape TensorRT refuses is set again on the next call (not taken for
+    set), an input of the wrong channel count is refused before TensorRT sees it, and an
+    address TensorRT refuses (set_tensor_address gives False) is an error, not ignored."""
+    plan = build(onnx_files["fp32"], tmp_path)
+    with TensorRTRunner(plan, "cuda") as runner:
+        runner = _on_host(runner, gpu)
+        with pytest.raises(RunnerError, match="input has 9 channels, the engine takes 12"):
+            runner.predict(torch.rand(1, 9, 40, 48))
+        context = runner._context
+        refuse = context.set_input_shape
+        context.set_input_shape = lambda name, shape: False
+        x = torch.rand(1, 12, 40, 48)
+        with pytest.raises(RunnerError, match="refused the input shape"):
+            runner.predict(x)
+        context.set_input_shape = refuse
+        torch.testing.assert_close(runner.predict(x), x[:, -3:])  # the shape is set this time
+        gpu.alignment = 256
+        offset = torch.rand(12 * 40 * 48 + 1)[1:].view(1, 12, 40, 48)  # 4 bytes past a block
+        with pytest.raises(RunnerError, match="refused the address of history"):
+            runner.predict(offset)
 
 
 def test_runner_refuses_strided_and_out_of_profile_inputs(gpu, onnx_files, tmp_path):
@@ -127,7 +164,7 @@ def test_runner_refuses_strided_and_out_of_profile_inputs(gpu, onnx_files, tmp_p
     frames silently; shapes outside the profile are refused before the enqueue."""
     plan = build(onnx_files["fp32"], tmp_path)
     with TensorRTRunner(plan, "cuda") as runner:
-        runner = _on_host(runner)
+        runner = _on_host(runner, gpu)
         x = torch.rand(1, 12, 40, 96)
         with pytest.raises(RunnerError, match="contiguous float32.*strided"):
             runner.predict(x[..., ::2])
