@@ -8,8 +8,10 @@ batch range), so the dims leave the batch out: input [3 * history_len, -1, -1], 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from avg_rt.export.shapes import ShapeRanges
 from avg_rt.export.to_onnx import INPUT_NAME, OUTPUT_NAME
@@ -55,5 +57,21 @@ def write_repository(
         (repo / name / "1").mkdir(parents=True)
         shutil.copyfile(path, repo / name / "1" / filename)
         (repo / name / "config.pbtxt").write_text(model_config(name, platform, channels, ranges))
+        if path.suffix == ".plan":  # the TensorRT version and GPU the plan is bound to
+            meta = json.loads(path.with_suffix(".json").read_text())
+            (repo / name / "tensorrt.json").write_text(json.dumps(plan_record(meta), indent=2))
         names.append(name)
     return names
+
+
+def plan_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a Triton deployment must match for a plan to load: Triton's tensorrt backend loads
+    only plans built by exactly its own TensorRT version, on the same GPU architecture."""
+    return {
+        "tensorrt_version": meta["tensorrt_version"],
+        "gpu": meta["gpu"],
+        "compute_capability": meta["compute_capability"],
+        "note": "serve with a Triton release whose TensorRT is exactly tensorrt_version (NVIDIA's "
+        "frameworks support matrix lists it per release), on a GPU of this compute capability; "
+        "otherwise rebuild with avg-rt export on the serving machine",
+    }

@@ -60,6 +60,39 @@ def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path):
     _assert_same_networks(full, resumed)
 
 
+def test_resume_restores_torch_rng_from_a_state_loaded_onto_a_gpu(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """Review item 2 of issue 13, on CPU: a checkpoint loaded with map_location="cuda" holds
+    torch's RNG state on the GPU, which torch.set_rng_state refuses (TypeError: RNG state must
+    be a torch.ByteTensor); resume must bring it back to the CPU first. Stand-in for the GPU
+    tensor: an object whose only way to a CPU ByteTensor is `.cpu()`."""
+    import avg_rt.train.loop as loop
+
+    class OnGpu:
+        def __init__(self, cpu):
+            self._cpu = cpu
+
+        def cpu(self):
+            return self._cpu
+
+    real_load = checkpoint.load
+
+    def load_to_gpu(path, device="cpu"):
+        state = real_load(path, device)
+        state["torch_rng"] = OnGpu(state["torch_rng"])
+        return state
+
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, lr_decay=0.0)
+    full = train(cfg, train_v, tmp_path / "full", test_v, progress=False)
+    train(dataclasses.replace(cfg, steps=3), train_v, tmp_path / "part", test_v, progress=False)
+    monkeypatch.setattr(loop.checkpoint, "load", load_to_gpu)
+    resumed = train(cfg, train_v, tmp_path / "part", test_v, resume=True, progress=False)
+    monkeypatch.undo()
+    _assert_same_networks(full, resumed)
+
+
 @needs_cuda
 def test_resume_on_cuda(tiny_dataset, tmp_path):
     """Review item 2 of issue 13: the checkpoint is loaded onto the GPU, torch's RNG state

@@ -135,6 +135,9 @@ def runners(
         for path in (fp32, fp16, int8_sym):
             yield OnnxRuntimeRunner(path, device), {}
             yield OnnxRuntimeRunner(path, device, cuda_graph=True), {"cuda_graph": True}
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        for path in (fp32, fp16, int8_sym):
+            yield OnnxRuntimeRunner(path, device, tensorrt=True), {}
     if importlib.util.find_spec("tensorrt") is not None:
         from avg_rt.export.to_trt import build_engine
         from avg_rt.runners.trt import TensorRTRunner

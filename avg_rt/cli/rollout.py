@@ -30,7 +30,11 @@ def rollout(
     steps: Annotated[int, Opt(help="Frames to predict recursively.")] = 64,
     start: Annotated[int, Opt(help="Index of the first history frame in each video.")] = 0,
     backend: Annotated[
-        str, Opt(help="auto (from the model file), torch, onnxruntime or tensorrt.")
+        str,
+        Opt(
+            help="auto (from the model file), torch, onnxruntime, onnxruntime-trt (onnxruntime's "
+            "TensorRT provider) or tensorrt."
+        ),
     ] = "auto",
     device: DeviceOpt = "cpu",
     tf32: Annotated[

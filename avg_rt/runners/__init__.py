@@ -43,7 +43,7 @@ class Runner(Protocol):
     def predict(self, history: torch.Tensor) -> torch.Tensor: ...
 
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-trt", "tensorrt")
 
 
 def open_runner(
@@ -53,9 +53,10 @@ def open_runner(
 
     `backend="auto"` follows the file: a training checkpoint (.pt, .pth) runs on torch, an ONNX
     file on onnxruntime (with its CUDA graphs on CUDA), a TensorRT plan (.plan, .engine) on
-    TensorRT. `tf32` lets torch and onnxruntime run float32 convolutions in TF32 on CUDA
-    (faster on Ampere and newer, ~1e-3 less exact); a TensorRT engine's precision was fixed
-    when it was built.
+    TensorRT; `backend="onnxruntime-trt"` runs an ONNX file on onnxruntime's TensorRT provider
+    (CUDA only; engines cached in ~/.cache/avg-rt/ort-tensorrt). `tf32` lets torch and
+    onnxruntime run float32 convolutions in TF32 on CUDA (faster on Ampere and newer, ~1e-3
+    less exact); a TensorRT engine's precision was fixed when it was built.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,6 +86,10 @@ def open_runner(
             from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 
             return OnnxRuntimeRunner(path, dev, tf32=tf32, cuda_graph=dev.type == "cuda")
+        case "onnxruntime-trt":  # onnxruntime's TensorRT provider: engines built on first use
+            from avg_rt.runners.onnxrt import OnnxRuntimeRunner
+
+            return OnnxRuntimeRunner(path, dev, tf32=tf32, tensorrt=True)
         case "tensorrt":
             if tf32:
                 raise RunnerError(path, "TF32 is not a runtime choice for a TensorRT engine")

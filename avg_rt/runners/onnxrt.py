@@ -1,4 +1,5 @@
-"""onnxruntime runner: the exported ONNX generator on the CPU or CUDA execution provider."""
+"""onnxruntime runner: the exported ONNX generator on the CPU, CUDA or TensorRT execution
+provider."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ class _Bound:
     output: torch.Tensor
 
 
+def ort_tensorrt_cache() -> Path:
+    """Where onnxruntime's TensorRT provider keeps its engines and timing cache."""
+    import os
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "avg-rt" / "ort-tensorrt"
+
+
 class OnnxRuntimeRunner:
     """Runs an avg-rt ONNX file with onnxruntime.
 
@@ -60,14 +69,18 @@ class OnnxRuntimeRunner:
         threads: int = 0,
         tf32: bool = False,
         cuda_graph: bool = False,
+        tensorrt: bool = False,
     ):
         self.path = Path(path)
         self.device = torch.device(device)
+        if tensorrt and self.device.type != "cuda":
+            raise RunnerError(self.path, "onnxruntime's TensorRT provider runs on CUDA only")
+        self.tensorrt = tensorrt
         self.threads = threads
         self.tf32 = tf32
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
         self.name = (
-            f"onnxrt-{self.device.type}"
+            f"onnxrt-{'trt' if tensorrt else self.device.type}"
             + ("-fp16" if ".fp16." in self.path.name else "")
             + ("-int8" if ".int8" in self.path.name else "")
             + ("-sym" if ".int8-sym." in self.path.name else "")
@@ -92,6 +105,12 @@ class OnnxRuntimeRunner:
                 self.path,
                 "onnxruntime has no working CUDA provider here (install "
                 "onnxruntime-gpu, not onnxruntime, and check CUDA)",
+            )
+        if self.tensorrt and "TensorrtExecutionProvider" not in active:
+            raise RunnerError(
+                self.path,
+                "onnxruntime's TensorRT provider did not load (onnxruntime-gpu with TensorRT "
+                "10 libraries on the library path; avg-rt doctor checks)",
             )
         meta = self.session.get_modelmeta().custom_metadata_map
         if "history_len" not in meta:
@@ -119,7 +138,19 @@ class OnnxRuntimeRunner:
         cuda = {"device_id": self.device.index or 0, "use_tf32": int(self.tf32)}
         if cuda_graph:
             cuda["enable_cuda_graph"] = 1
-        return [("CUDAExecutionProvider", cuda)]
+        providers: list[Any] = [("CUDAExecutionProvider", cuda)]
+        if self.tensorrt:  # nodes TensorRT cannot take fall back to CUDA
+            cache = ort_tensorrt_cache()
+            trt = {
+                "device_id": self.device.index or 0,
+                # Engines (built per new input shape) and timings are cached across runs.
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+            }
+            providers.insert(0, ("TensorrtExecutionProvider", trt))
+        return providers
 
     def _session(self, shape: tuple[int, ...] | None = None, cuda_graph: bool = False) -> Any:
         """A session for any input shape, or with the symbolic dimensions fixed to `shape`'s."""

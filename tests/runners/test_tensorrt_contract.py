@@ -195,3 +195,15 @@ def test_a_capture_refused_by_tensorrt_runs_eagerly_and_says_why(monkeypatch):
     with pytest.warns(UserWarning, match="running eagerly"):
         graphs, why = predict._graphs_or_why(Engine(), windows, windows[0][:, :3], True, True)
     assert graphs is None and why == "capture failed: generator.plan: TensorRT execution failed"
+
+
+def test_triton_repository_records_what_a_plan_is_bound_to(gpu, onnx_files, tmp_path):
+    """Review item 7: a plan loads only in a Triton whose TensorRT is exactly the builder's."""
+    from avg_rt.export.triton import write_repository
+
+    plan = build(onnx_files["fp32"], tmp_path)
+    (name,) = write_repository(tmp_path / "repo", [plan], 12, RANGES)
+    record = json.loads((tmp_path / "repo" / name / "tensorrt.json").read_text())
+    assert name == "avg_rt_fp32_trt"
+    assert (record["tensorrt_version"], record["compute_capability"]) == ("10.13.0", "9.0")
+    assert (tmp_path / "repo" / name / "1" / "model.plan").read_bytes() == plan.read_bytes()
