@@ -89,7 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, TorchRunner(args.checkpoint) as reference:
         for candidate in candidates(args.checkpoint, Path(tmp), h, w):
-            precision = "fp16" if any(p in candidate.name for p in ("fp16", "bf16")) else "fp32"
+            precision = (
+                "int8"
+                if "int8" in candidate.name
+                else "fp16"
+                if any(p in candidate.name for p in ("fp16", "bf16"))
+                else "fp32"
+            )
             with candidate:
                 reports = [
                     verify(
