@@ -198,6 +198,8 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
         raise ExportError("--batch", "Triton sends any batch from 1 to max_batch_size: use MIN 1")
     if opts.verify_steps < 1:
         raise ExportError("--verify-steps", "must be >= 1")
+    if opts.calibrate is not None and not opts.int8:
+        raise ExportError("--calibrate", "calibrates INT8 graphs: add --int8")
     engine = _engine_wanted(opts.engine)
     inputs = [opts.checkpoint] + ([opts.calibrate] if opts.calibrate else [])
     check_writable(opts.out, opts.overwrite, inputs)

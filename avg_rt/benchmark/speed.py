@@ -47,6 +47,7 @@ class SpeedOptions:
     train_presets: tuple[str, ...] = ("small", "paper")
     name: str = "speed-quick"
     out: Path = RESULTS
+    runners: tuple[str, ...] = ()  # only these runner names (default: every one available)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -274,6 +275,8 @@ def run(opts: SpeedOptions) -> dict[str, Any]:
             ),
         )
         for runner, how in runners(ckpt, Path(tmp), device, profile):
+            if opts.runners and runner.name not in opts.runners:
+                continue
             with runner:
                 for size in opts.sizes:
                     flops = generator_flops(cfg.model, *size)

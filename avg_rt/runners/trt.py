@@ -3,9 +3,9 @@
 Inputs and outputs are torch CUDA tensors whose device pointers are handed to the execution
 context (`set_tensor_address`), and `execute_async_v3` runs on torch's current stream, so a
 rollout stays on the GPU and orders correctly with torch's own kernels. Where that stream is
-the legacy default stream (handle 0; TensorRT synchronises the whole device around an enqueue
-there), the runner enqueues on a stream of its own, ordered after and before torch's by
-`wait_stream`. `tensorrt` is imported only in `__enter__`.
+a default stream (handle 0, 1 or 2; TensorRT adds synchronisations around an enqueue there),
+the runner enqueues on a stream of its own, ordered after and before torch's by `wait_stream`.
+`tensorrt` is imported only in `__enter__`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import torch
 from avg_rt.errors import RunnerError
 
 REBUILD = "rebuild it here with: avg-rt export CHECKPOINT --engine --out DIR"
+# The default stream's handles: 0 (torch's default), cudaStreamLegacy (1) and
+# cudaStreamPerThread (2, torch built with per-thread default streams).
+DEFAULT_STREAMS = (0, 1, 2)
 
 
 class TensorRTRunner:
@@ -137,9 +140,9 @@ class TensorRTRunner:
             if not self._context.set_tensor_address(name, tensor.data_ptr()):
                 raise RunnerError(self.path, f"TensorRT refused the address of {name}")
         current = torch.cuda.current_stream(self.device)
-        if current.cuda_stream:  # a real stream (a side stream, a CUDA graph capture)
+        if current.cuda_stream not in DEFAULT_STREAMS:  # a side stream, a CUDA graph capture
             self._enqueue(current.cuda_stream)
-        else:  # the legacy default stream: run on ours, ordered with torch's both ways
+        else:  # a default stream: run on ours, ordered with torch's both ways
             self._stream.wait_stream(current)
             self._enqueue(self._stream.cuda_stream)
             current.wait_stream(self._stream)
