@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
             t = step_times(sessions, batch, args.repeats)
             for row in rows:
                 row[f"speedup_b{batch}"] = t["fp32"] / t[row["variant"]]
+                row[f"step_ms_b{batch}"] = 1e3 * t[row["variant"]]
+                row[f"fp32_step_ms_b{batch}"] = 1e3 * t["fp32"]
             print(f"batch {batch}: fp32 {1e3 * t['fp32']:.1f} ms", flush=True)
     table = [
         "| variant | worst step PSNR vs FP32 (dB) | mean (dB) | x FP32, batch 1 "
