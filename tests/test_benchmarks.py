@@ -147,3 +147,27 @@ def test_generator_forms_script(tiny_dataset, tmp_path):
     rows = {r["label"]: r for r in report["rows"]}
     assert abs(rows["delta, alpha 2"]["psnr"] - rows["copy last frame"]["psnr"]) < 1.0
     assert "| delta, alpha 1 |" in (tmp_path / "g.md").read_text()
+
+
+def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys):
+    """The acceptance run's steps are real commands of this project; without a GPU it says
+    so in one line and exits 1 instead of running CPU substitutes."""
+    import runpy
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_acceptance.py"
+    module = runpy.run_path(str(script))
+    steps = dict(module["steps"](tmp_path / "out", tmp_path / "work"))
+    assert list(steps) == [
+        "doctor", "gpu tests", "runner tests", "export", "parity", "rollout overhead", "speed"
+    ]  # fmt: skip
+    assert steps["doctor"][-2:] == ["doctor", "--cuda"]
+    assert "needs_cuda or needs_tensorrt" in steps["gpu tests"]
+    assert steps["speed"][-4:] == ["--device", "cuda", "--out", str(tmp_path / "out")]
+    for script_path in ("benchmarks/parity.py", "benchmarks/rollout_overhead.py"):
+        assert (script.parents[1] / script_path).is_file()
+    if not torch.cuda.is_available():
+        assert module["main"]([]) == 1
+        assert "torch sees no CUDA GPU here" in capsys.readouterr().err
