@@ -127,6 +127,8 @@ def quantize(
 
     if flavour not in FLAVOURS:
         raise ExportError("--int8", f"unknown flavour {flavour!r} (choose from {FLAVOURS})")
+    if not windows:
+        raise ExportError("--calibrate", "no history windows to calibrate on")
     model = onnx.load(str(fp32_path))
     name = model.graph.input[0].name
     exclude = {

@@ -185,6 +185,8 @@ def test_quantize_refuses_an_unknown_flavour(onnx_files, tmp_path):
 
     with pytest.raises(ExportError, match="unknown flavour"):
         quantize(onnx_files["fp32"], tmp_path / "x.onnx", [], "gpu")
+    with pytest.raises(ExportError, match="no history windows"):
+        quantize(onnx_files["fp32"], tmp_path / "x.onnx", [], "cpu")
 
 
 @needs_tensorrt
