@@ -74,17 +74,20 @@ def _capture(
 def _graphs_or_why(
     runner: Runner,
     windows: list[torch.Tensor],
+    start: torch.Tensor,
     last: torch.Tensor,
     feedback_8bit: bool,
     cuda_graph: bool,
 ) -> tuple[list[torch.cuda.CUDAGraph] | None, str]:
-    """The captured steps, or None and why the steps run eagerly (a failed capture warns)."""
+    """The captured steps, or None and why the steps run eagerly (a failed capture warns).
+    Capture starts from the window `start`; the caller restores the windows afterwards."""
     if not cuda_graph:
         return None, "not asked (cuda_graph=False)"
     if runner.device.type != "cuda":
         return None, "CPU"
     if not getattr(runner, "graph_safe", False):
         return None, f"{runner.name} cannot be captured"
+    windows[0].copy_(start)
     try:
         return _capture(runner, windows, last, feedback_8bit), ""
     # e.g. a backend that synchronises inside predict, or a TensorRT enqueue refused under
@@ -130,8 +133,7 @@ def rollout(
     start = history[:, -n:].reshape(b, 3 * n, h, w)
     last = torch.empty(b, 3, h, w, device=dev)
     preds = torch.empty(b, steps, 3, h, w, device=dev)
-    windows[0].copy_(start)
-    graphs, why = _graphs_or_why(runner, windows, last, feedback_8bit, cuda_graph)
+    graphs, why = _graphs_or_why(runner, windows, start, last, feedback_8bit, cuda_graph)
     if execution is not None:
         execution.clear()
         execution |= {"steps": "cuda-graph"} if graphs else {"steps": "eager", "why": why}

@@ -32,6 +32,7 @@ from avg_rt.data.clips import frames_to_model, round_to_8bit
 from avg_rt.data.sources import Video
 from avg_rt.metrics import psnr, to_unit
 from avg_rt.model import Generator
+from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "small" / "checkpoint.pt"
 VARIANTS = [("cpu", m, "last") for m in METHODS] + [
@@ -42,13 +43,8 @@ VARIANTS = [("cpu", m, "last") for m in METHODS] + [
 
 
 def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """The onnxruntime session the project's CPU runner makes for `path` (same options)."""
+    return OnnxRuntimeRunner(path, threads=threads).__enter__().session
 
 
 def forced_psnr(reference: Any, candidate: Any, start: np.ndarray, steps: int) -> list[float]:

@@ -127,9 +127,9 @@ class TensorRTRunner:
                 f"{history.device}{'' if history.is_contiguous() else ', strided'}",
             )
         shape = tuple(history.shape)
-        if self._out is None or shape != self._shape:
+        if shape != self._shape:  # None until TensorRT has taken a shape
             self.check_shape(shape)
-            self._out = self._shape = None  # until TensorRT has taken the new shape
+            self._out = self._shape = None
             if not self._context.set_input_shape(self._input, shape):
                 raise RunnerError(self.path, f"TensorRT refused the input shape {shape}")
             self._out, self._shape = history.new_empty(shape[0], 3, *shape[2:]), shape

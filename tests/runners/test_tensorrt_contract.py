@@ -193,7 +193,9 @@ def test_a_capture_refused_by_tensorrt_runs_eagerly_and_says_why(monkeypatch):
     monkeypatch.setattr(predict, "_capture", refuse)
     windows = [torch.zeros(1, 12, 8, 8) for _ in range(2)]
     with pytest.warns(UserWarning, match="running eagerly"):
-        graphs, why = predict._graphs_or_why(Engine(), windows, windows[0][:, :3], True, True)
+        graphs, why = predict._graphs_or_why(
+            Engine(), windows, windows[1], windows[0][:, :3], True, True
+        )
     assert graphs is None and why == "capture failed: generator.plan: TensorRT execution failed"
 
 
