@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from avg_rt.predict import RolloutResult
 
 __version__ = "0.1.0"
@@ -23,3 +25,14 @@ def rollout(model: Any, frames: Any, steps: int = 64, **kwargs: Any) -> RolloutR
     from avg_rt.predict import rollout_frames
 
     return rollout_frames(model, frames, steps, **kwargs)
+
+
+def fit(data: Any, out: Any, preset: str = "small", **kwargs: Any) -> Path:
+    """Train a new run in `out` on `data`; see `avg_rt.training.train`.
+
+    Example (a simulator streaming float fields while training runs):
+        avg_rt.fit(simulate(), "runs/smoke", channels=3, value_range=(-1, 2), steps=2000)
+    """
+    from avg_rt.training import train
+
+    return train(data, out, preset, **kwargs)

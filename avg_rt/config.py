@@ -24,12 +24,17 @@ class ModelConfig:
 
     Generator scales are listed coarsest first; scale k of n works at int(H / 2^(n-1-k)) x
     int(W / 2^(n-1-k)). `g_maps[k]` are the hidden feature maps of scale k (its input has
-    3 * history_len channels, plus 3 for the upsampled coarser prediction on every scale but the
-    first; its output has 3), and `g_kernels[k]` has one kernel size per convolution, so
-    len(g_kernels[k]) == len(g_maps[k]) + 1.
+    C * history_len channels, plus C for the upsampled coarser prediction on every scale but
+    the first; its output has C = `channels`), and `g_kernels[k]` has one kernel size per
+    convolution, so len(g_kernels[k]) == len(g_maps[k]) + 1.
     """
 
     history_len: int = 4
+    # What a frame is (`avg_rt.data.clips.FrameFormat`): `channels` per frame (3: RGB, 1:
+    # grayscale, C: a simulator's fields) and, for float data, the declared range [lo, hi] that
+    # maps linearly onto the model's [-1, 1]; None: 8-bit frames (uint8, 0..255).
+    channels: int = 3
+    value_range: tuple[float, float] | None = None
     g_maps: tuple[tuple[int, ...], ...] = (
         (128, 256, 128),
         (128, 256, 128),
@@ -72,8 +77,8 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
-        """Channels of the generator input: history_len RGB frames stacked."""
-        return 3 * self.history_len
+        """Channels of the generator input: history_len frames of `channels` stacked."""
+        return self.channels * self.history_len
 
     @property
     def min_frame_size(self) -> int:
@@ -84,6 +89,12 @@ class ModelConfig:
         """Raise ConfigError naming the first inconsistent field."""
         if self.history_len < 1:
             raise ConfigError(f"history_len must be >= 1, got {self.history_len}")
+        if self.channels < 1:
+            raise ConfigError(f"channels must be >= 1, got {self.channels}")
+        if self.value_range is not None:
+            lo, hi = self.value_range
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ConfigError(f"value_range must be finite with lo < hi, got {lo}, {hi}")
         if self.delta and self.residual:
             raise ConfigError("delta replaces residual: set at most one of them")
         if self.init not in ("tf", "torch"):
@@ -247,6 +258,42 @@ PRESETS: dict[str, TrainConfig] = {
         save_interval=500,
     ),
 }
+
+
+FORMS = {"plain": (False, False), "residual": (True, False), "delta": (False, True)}
+
+
+def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
+    """`model` with what its scales predict set by --form (unchanged when None)."""
+    if form is None:
+        return model
+    if form not in FORMS:
+        raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
+    residual, delta = FORMS[form]
+    return dataclasses.replace(model, residual=residual, delta=delta)
+
+
+def resolve_config(
+    preset: str,
+    form: str | None = None,
+    channels: int | None = None,
+    value_range: tuple[float, float] | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """The preset with every override that is not None applied (`form`, `channels` and
+    `value_range` to its model)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    cfg = dataclasses.replace(PRESETS[preset], **changes)
+    model = with_form(cfg.model, form)
+    if channels is not None:
+        model = dataclasses.replace(model, channels=channels)
+    if value_range is not None:
+        model = dataclasses.replace(model, value_range=(value_range[0], value_range[1]))
+    cfg = dataclasses.replace(cfg, model=model)
+    cfg.validate()
+    return cfg
 
 
 def to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:

@@ -139,7 +139,10 @@ def finite_or_none(values: Iterable[float]) -> list[float | None]:
 
 
 def moving_mask(
-    last_input: torch.Tensor, target: torch.Tensor, pred: torch.Tensor | None = None
+    last_input: torch.Tensor,
+    target: torch.Tensor,
+    pred: torch.Tensor | None = None,
+    tolerance: float = 0.0,
 ) -> torch.Tensor:
     """(..., H, W) bool: pixels where the target differs from the last input frame (any
     channel) or, given `pred`, where the prediction does.
@@ -149,11 +152,12 @@ def moving_mask(
     count against it; the target-only form keeps exactly the pixels where copying the last
     frame is wrong, which flatters any model. Give `pred` on the 8-bit grid
     (`avg_rt.data.clips.round_to_8bit`): a change below half a level is not a change in the
-    frames a user gets.
+    frames a user gets. For float frames, which are never rounded, `tolerance` (in the model's
+    units) sets how large a change counts.
     """
-    changed = (target.float() - last_input.float()).abs().amax(-3) > 0
+    changed = (target.float() - last_input.float()).abs().amax(-3) > tolerance
     if pred is not None:
-        changed |= (pred.float() - last_input.float()).abs().amax(-3) > 0
+        changed |= (pred.float() - last_input.float()).abs().amax(-3) > tolerance
     return changed
 
 
@@ -168,7 +172,7 @@ def frame_metrics(
     target: torch.Tensor,
     masks: Mapping[str, torch.Tensor | None] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """PSNR, sharp difference and SSIM per frame for model frames in [-1, 1] (..., 3, H, W).
+    """PSNR, sharp difference and SSIM per frame for model frames in [-1, 1] (..., C, H, W).
 
     `masks` maps a key suffix to None (all pixels) or a (..., H, W) bool mask; the default,
     {"": None}, gives "psnr", "sharp_diff" and "ssim" over all pixels, and e.g.

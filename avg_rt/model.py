@@ -1,7 +1,8 @@
 """Multi-scale generator and discriminator of Mathieu, Couprie & LeCun (ICLR 2016).
 
 Frames are float tensors in [-1, 1], NCHW. The generator takes the history as one tensor of
-3 * history_len channels (oldest frame first, RGB within a frame) and predicts the next frame.
+C * history_len channels (oldest frame first, a frame's C channels together: RGB by
+default) and predicts the next frame.
 It is fully convolutional: every resize goes to a size computed from the input shape
 (int(H / 2^k), int(W / 2^k)), never by a fixed factor, so any frame size of at least
 2^(n_scales - 1) pixels works and exports with dynamic height and width.
@@ -49,9 +50,11 @@ def _init(module: nn.Module, cfg: ModelConfig, std: float = 0.01, bias: float = 
 class ScaleGenerator(nn.Module):
     """One scale: 'same' convolutions with ReLU between them; returns pre-tanh values."""
 
-    def __init__(self, in_channels: int, maps: tuple[int, ...], kernels: tuple[int, ...]):
+    def __init__(
+        self, in_channels: int, maps: tuple[int, ...], kernels: tuple[int, ...], out_channels: int
+    ):
         super().__init__()
-        widths = (in_channels, *maps, 3)
+        widths = (in_channels, *maps, out_channels)
         layers: list[nn.Module] = []
         for i, k in enumerate(kernels):
             layers.append(nn.Conv2d(widths[i], widths[i + 1], k, padding=k // 2))
@@ -63,7 +66,7 @@ class ScaleGenerator(nn.Module):
         # The convolutions run in the dtype of their weights (float16 in an FP16 export);
         # the result returns to float32 before the tanh and the next resize.
         first = cast(nn.Conv2d, self.convs[0])
-        return self.convs(x.to(first.weight.dtype)).float()  # (B, 3, h, w)
+        return self.convs(x.to(first.weight.dtype)).float()  # (B, C, h, w)
 
 
 def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
@@ -74,14 +77,16 @@ def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
 
 
 class Generator(nn.Module):
-    """Coarse-to-fine generator: (B, 3 * history_len, H, W) in [-1, 1] -> (B, 3, H, W)."""
+    """Coarse-to-fine generator: (B, C * history_len, H, W) in [-1, 1] -> (B, C, H, W), C =
+    `cfg.channels`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        c = cfg.channels
         self.scales = nn.ModuleList(
-            ScaleGenerator(cfg.in_channels + (3 if k else 0), maps, kernels)
+            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, c)
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
@@ -93,19 +98,20 @@ class Generator(nn.Module):
                 nn.init.zeros_(cast(torch.Tensor, last.bias))
 
     def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
-        """Predictions of every scale, coarsest first; each (B, 3, H // 2^k, W // 2^k).
+        """Predictions of every scale, coarsest first; each (B, C, H // 2^k, W // 2^k).
 
         Through a DistributedDataParallel wrapper, call `ddp(history, all_scales=True)`."""
         inputs = pyramid(history, len(self.scales))
         preds: list[torch.Tensor] = []
+        c = self.cfg.channels
         for net, x in zip(self.scales, inputs):
             if preds:
                 up = resize(preds[-1], (x.shape[-2], x.shape[-1]))
-                out = net(torch.cat([x, up], dim=1))  # 3 * history_len + 3 channels in
+                out = net(torch.cat([x, up], dim=1))  # C * history_len + C channels in
             else:
                 up, out = None, net(x)
             if self.cfg.delta:  # a change to the last input frame at this scale
-                preds.append(clip_unit(x[:, -3:] + out, straight_through=self.training))
+                preds.append(clip_unit(x[:, -c:] + out, straight_through=self.training))
             elif up is not None and self.cfg.residual:  # authors' form: refine the coarser one
                 preds.append(torch.tanh(out + up))
             else:
@@ -113,7 +119,7 @@ class Generator(nn.Module):
         return preds
 
     def forward(self, history: torch.Tensor, all_scales: bool = False) -> torch.Tensor:
-        """The next frame, (B, 3, H, W) float32 in [-1, 1] (`all_scales`: the list of
+        """The next frame, (B, C, H, W) float32 in [-1, 1] (`all_scales`: the list of
         `forward_scales`, the only form a DDP wrapper can return)."""
         preds = self.forward_scales(history)
         return preds if all_scales else preds[-1]  # type: ignore[return-value]
@@ -164,7 +170,7 @@ class Discriminator(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        in_channels = 3 + (cfg.in_channels if cfg.d_conditional else 0)
+        in_channels = cfg.channels + (cfg.in_channels if cfg.d_conditional else 0)
         n = cfg.n_scales
         self.scales = nn.ModuleList(
             ScaleDiscriminator(in_channels, cfg.patch_size // 2 ** (n - 1 - k), *spec)
@@ -175,9 +181,9 @@ class Discriminator(nn.Module):
     def forward(
         self, frames: list[torch.Tensor], history: list[torch.Tensor] | None = None
     ) -> list[torch.Tensor]:
-        """Logits (B,) per scale for `frames` (coarsest first, (B, 3, h_k, w_k) each).
+        """Logits (B,) per scale for `frames` (coarsest first, (B, C, h_k, w_k) each).
 
-        With `cfg.d_conditional`, `history` (the input pyramid, (B, 3 * history_len, h_k, w_k)
+        With `cfg.d_conditional`, `history` (the input pyramid, (B, C * history_len, h_k, w_k)
         per scale) is placed before each frame, as in the paper.
         """
         if self.cfg.d_conditional:
@@ -201,7 +207,7 @@ def generator_flops(cfg: ModelConfig, height: int, width: int) -> int:
     macs = 0
     for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels)):
         h, w = scale_sizes(height, width, cfg.n_scales)[k]
-        widths = (cfg.in_channels + (3 if k else 0), *maps, 3)
+        widths = (cfg.in_channels + (cfg.channels if k else 0), *maps, cfg.channels)
         for i, ks in enumerate(kernels):
             macs += h * w * ks * ks * widths[i] * widths[i + 1]
     return 2 * macs

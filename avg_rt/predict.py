@@ -24,15 +24,16 @@ import numpy as np
 import torch
 
 from avg_rt.data.clips import frames_to_model, model_to_frames, round_to_8bit
+from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.errors import RunnerError
 from avg_rt.metrics import frame_metrics, moving_mask
-from avg_rt.runners import Runner
+from avg_rt.runners import Runner, frame_format
 
 
-def assert_history(history: torch.Tensor, history_len: int) -> None:
-    """Check a (B, T, 3, H, W) float history with T >= history_len; raise ValueError if not."""
-    if history.ndim != 5 or history.shape[2] != 3:
-        raise ValueError(f"history must be (B, T, 3, H, W), got {tuple(history.shape)}")
+def assert_history(history: torch.Tensor, history_len: int, channels: int = 3) -> None:
+    """Check a (B, T, C, H, W) float history with T >= history_len; raise ValueError if not."""
+    if history.ndim != 5 or history.shape[2] != channels:
+        raise ValueError(f"history must be (B, T, {channels}, H, W), got {tuple(history.shape)}")
     if history.shape[1] < history_len:
         raise ValueError(f"history has {history.shape[1]} frames, the model needs {history_len}")
     if not history.is_floating_point():
@@ -42,13 +43,14 @@ def assert_history(history: torch.Tensor, history_len: int) -> None:
 def _step(
     runner: Runner, cur: torch.Tensor, nxt: torch.Tensor, last: torch.Tensor, feedback_8bit: bool
 ) -> None:
-    pred = runner.predict(cur)  # (B, 3, H, W)
+    pred = runner.predict(cur)  # (B, C, H, W)
     last.copy_(pred)
-    nxt[:, :-3].copy_(cur[:, 3:])  # drop the oldest frame
+    c = pred.shape[1]
+    nxt[:, :-c].copy_(cur[:, c:])  # drop the oldest frame
     if feedback_8bit:  # append the prediction
-        nxt[:, -3:].copy_(round_to_8bit(pred))
+        nxt[:, -c:].copy_(round_to_8bit(pred))
     else:
-        torch.clamp(pred, -1, 1, out=nxt[:, -3:])
+        torch.clamp(pred, -1, 1, out=nxt[:, -c:])
 
 
 def _capture(
@@ -110,29 +112,31 @@ def rollout(
 
     Args:
         runner: an entered Runner.
-        history: (B, T, 3, H, W) float in [-1, 1], T >= runner.history_len (on any device).
+        history: (B, T, C, H, W) float in [-1, 1], T >= runner.history_len (on any device).
         steps: number of predicted frames (>= 1).
         cuda_graph: replay each step as a CUDA graph where the runner allows it (falls back
             to eager steps, with a warning, if capture fails).
         on_step: called with the number of finished steps (progress bars).
         feedback_8bit: feed predictions back rounded to 8-bit levels (the default, for 8-bit
-            video); False: as floats, clamped to [-1, 1].
+            video; float formats never round); False: as floats, clamped to [-1, 1].
         execution: if given, filled with how the steps ran: {"steps": "cuda-graph"} or
             {"steps": "eager", "why": ...} (no silent fallback).
 
     Returns:
-        (B, steps, 3, H, W) float32 on the runner's device: the raw (unclamped) predictions.
+        (B, steps, C, H, W) float32 on the runner's device: the raw (unclamped) predictions.
     """
-    assert_history(history, runner.history_len)
+    fmt = frame_format(runner)
+    assert_history(history, runner.history_len, fmt.channels)
+    feedback_8bit = feedback_8bit and fmt.eight_bit
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    b, _, _, h, w = history.shape
+    b, _, c, h, w = history.shape
     n = runner.history_len
     dev = runner.device
-    windows = [torch.empty(b, 3 * n, h, w, device=dev) for _ in range(2)]
-    start = history[:, -n:].reshape(b, 3 * n, h, w)
-    last = torch.empty(b, 3, h, w, device=dev)
-    preds = torch.empty(b, steps, 3, h, w, device=dev)
+    windows = [torch.empty(b, c * n, h, w, device=dev) for _ in range(2)]
+    start = history[:, -n:].reshape(b, c * n, h, w)
+    last = torch.empty(b, c, h, w, device=dev)
+    preds = torch.empty(b, steps, c, h, w, device=dev)
     graphs, why = _graphs_or_why(runner, windows, start, last, feedback_8bit, cuda_graph)
     if execution is not None:
         execution.clear()
@@ -181,12 +185,16 @@ def _loop(
 
 
 def score(
-    preds: torch.Tensor, truth: torch.Tensor, last_input: torch.Tensor
+    preds: torch.Tensor,
+    truth: torch.Tensor,
+    last_input: torch.Tensor,
+    fmt: FrameFormat = RGB8,
 ) -> dict[str, np.ndarray]:
     """Per-step metrics of predictions and of the copy-last-frame baseline.
 
-    preds (B, S, 3, H, W) and truth (B, S', 3, H, W), S' <= S, and last_input (B, 3, H, W) are
-    model frames in [-1, 1]; predictions are scored as the 8-bit frames a user gets. Returns
+    preds (B, S, C, H, W) and truth (B, S', C, H, W), S' <= S, and last_input (B, C, H, W) are
+    model frames in [-1, 1]; predictions are scored as the frames a user gets (`fmt`: 8-bit
+    levels, or float clamped to the declared range, which metrics take as [0, 1]). Returns
     {name: (B, S')} for psnr, sharp_diff, ssim on all pixels, the same with the suffix
     `_moving` on the pixels that the truth or the prediction changes (relative to the last
     input; NaN where none does), and all of them with the prefix `baseline_` for copying the
@@ -194,10 +202,12 @@ def score(
     """
     s = truth.shape[1]
     truth = truth.to(preds.device)
-    ours8 = round_to_8bit(preds[:, :s])
+    ours8 = fmt.quantize(preds[:, :s])
     last = last_input.to(preds.device)[:, None].expand_as(truth)
     # Moving pixels: what the truth or the prediction changes; the same ones for the baseline.
-    masks = {"": None, "_moving": moving_mask(last, truth, ours8)}
+    # Float frames: a change of half a 1/255 step of the declared range counts (8-bit: any).
+    tolerance = 0.0 if fmt.eight_bit else 1 / 255
+    masks = {"": None, "_moving": moving_mask(last, truth, ours8, tolerance)}
     ours = frame_metrics(ours8, truth, masks)
     base = frame_metrics(last, truth, masks)
     out = {k: v.cpu().numpy() for k, v in ours.items()}
@@ -207,8 +217,9 @@ def score(
 
 @dataclass
 class RolloutResult:
-    """Predicted frames, uint8 (B, steps, H, W, 3), and per-step metrics {name: (B, S')} when
-    ground truth was given (S' = number of true future frames, at most `steps`)."""
+    """Predicted frames (B, steps, H, W, C) of the model's format (uint8 for 8-bit frames), and
+    per-step metrics {name: (B, S')} when ground truth was given (S' = number of true future
+    frames, at most `steps`)."""
 
     predictions: np.ndarray
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
@@ -222,15 +233,16 @@ def rollout_frames(
     backend: str = "auto",
     device: str = "cpu",
 ) -> RolloutResult:
-    """Roll out from uint8 frames; the API for notebooks and other programs (`avg_rt.rollout`).
+    """Roll out from frames; the API for notebooks and other programs (`avg_rt.rollout`).
 
     Args:
         model: a checkpoint, ONNX file or TensorRT plan path (opened for this call), or an
             entered Runner (reused across calls, e.g. for a live emulator).
-        frames: uint8 (T, H, W, 3) or a batch (B, T, H, W, 3); the last history_len frames
-            are the history.
+        frames: (T, H, W, C) or a batch (B, T, H, W, C) of the model's format (uint8 RGB by
+            default, float in the declared range for float models); the last history_len
+            frames are the history.
         steps: frames to predict.
-        truth: optional uint8 real future frames, (S', H, W, 3) or (B, S', H, W, 3); metrics
+        truth: optional real future frames, (S', H, W, C) or (B, S', H, W, C); metrics
             are computed against them, next to the copy-last-frame baseline.
         backend, device: for a model path, see `avg_rt.runners.open_runner`.
     """
@@ -239,14 +251,15 @@ def rollout_frames(
 
         with open_runner(model, backend, device) as runner:
             return rollout_frames(runner, frames, steps, truth)
+    fmt = frame_format(model)
     single = frames.ndim == 4
-    history = frames_to_model(frames[None] if single else frames, model.device)
+    history = frames_to_model(frames[None] if single else frames, model.device, fmt)
     preds = rollout(model, history, steps)
     metrics = {}
     if truth is not None:
-        t = frames_to_model(truth[None] if single else truth, model.device)[:, :steps]
-        metrics = score(preds, t, history[:, -1])
-    out = model_to_frames(preds)
+        t = frames_to_model(truth[None] if single else truth, model.device, fmt)[:, :steps]
+        metrics = score(preds, t, history[:, -1], fmt)
+    out = model_to_frames(preds, fmt)
     if single:
         return RolloutResult(out[0], {k: v[0] for k, v in metrics.items()})
     return RolloutResult(out, metrics)

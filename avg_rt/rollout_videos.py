@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from avg_rt.data.clips import frames_to_model, model_to_frames
+from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.data.sources import Video, load_video, open_source
 from avg_rt.errors import DataError, RunnerError
 from avg_rt.files import atomic_path, check_writable
@@ -29,7 +30,7 @@ from avg_rt.metrics import (
     finite_or_none,
 )
 from avg_rt.predict import rollout, score
-from avg_rt.runners import Runner, open_runner
+from avg_rt.runners import Runner, frame_format, open_runner
 from avg_rt.visual import plot_per_step, side_by_side, write_animation
 
 METRICS = tuple(f"{m}{s}" for s in ("", "_moving") for m in ("psnr", "sharp_diff", "ssim"))
@@ -89,11 +90,16 @@ def _write_video(
     truth: np.ndarray,
     result: VideoResult,
     opts: RolloutOptions,
+    fmt: FrameFormat,
 ) -> None:
-    """PNG frames, the comparison animation and the metrics plot of one video."""
+    """PNG frames, the comparison animation and the metrics plot of one video; frames that
+    are not RGB 8-bit are shown as `fmt.pictures` and their values kept in predictions.npy."""
     from PIL import Image
 
     (folder / "frames").mkdir(parents=True)
+    if fmt != RGB8:
+        np.save(folder / "predictions.npy", preds)
+        history, preds, truth = fmt.pictures(history), fmt.pictures(preds), fmt.pictures(truth)
     for t, frame in enumerate(preds):
         Image.fromarray(frame).save(folder / "frames" / f"{t + 1:04d}.png")
     if opts.format in ("gif", "mp4"):
@@ -125,7 +131,8 @@ def _run_group(
 ) -> list[VideoResult]:
     L = runner.history_len
     windows = np.stack([np.asarray(v.frames[opts.start : opts.start + L]) for v in videos])
-    history = frames_to_model(windows, runner.device)  # (B, L, 3, H, W)
+    fmt = frame_format(runner)
+    history = frames_to_model(windows, runner.device, fmt)  # (B, L, C, H, W)
     execution: dict[str, str] = {}
     preds = rollout(
         runner,
@@ -141,7 +148,7 @@ def _run_group(
         raise RunnerError(
             opts.model, f"its prediction {first + 1} is not finite (NaN or inf): it cannot be used"
         )
-    frames = model_to_frames(preds)  # (B, S, H, W, 3)
+    frames = model_to_frames(preds, fmt)  # (B, S, H, W, C)
     results = []
     for i, v in enumerate(videos):
         truth = np.asarray(v.frames[opts.start + L : opts.start + L + opts.steps])
@@ -149,11 +156,12 @@ def _run_group(
         if len(truth):
             m = score(
                 preds[i : i + 1],
-                frames_to_model(truth[None], runner.device),
+                frames_to_model(truth[None], runner.device, fmt),
                 history[i : i + 1, -1],
+                fmt,
             )
             result.metrics = {k: finite_or_none(cap_db(k, a[0])) for k, a in m.items()}
-        _write_video(out / result.folder, windows[i], frames[i], truth, result, opts)
+        _write_video(out / result.folder, windows[i], frames[i], truth, result, opts, fmt)
         results.append(result)
         on_written()
     return results
@@ -209,7 +217,7 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
             try:
                 L = runner.history_len
                 why = f"--start {opts.start} and a {L}-frame history"
-                video = load_video(spec, opts.start + L, why=why)
+                video = load_video(spec, opts.start + L, why=why, fmt=frame_format(runner))
                 if min(video.size) < runner.min_frame_size:
                     h, w = video.size
                     m = runner.min_frame_size

@@ -22,6 +22,7 @@ from avg_rt.export.verify import Report, crops, print_reports, random_history, v
 
 from avg_rt.benchmark.common import environment
 from avg_rt.checkpoint import load_generator
+from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import ExportError, RunnerError
 from avg_rt.files import atomic_path, atomic_write_text, check_writable
 from avg_rt.model import Generator
@@ -126,7 +127,8 @@ def _check(
             picks = same[torch.arange(r.batch.min) % len(same)]
         else:
             picks = inputs(rollout_shape, 1000)
-        history = picks.reshape(r.batch.min, channels // 3, 3, *rollout_shape[2:])
+        fc = generator.cfg.channels
+        history = picks.reshape(r.batch.min, channels // fc, fc, *rollout_shape[2:])
     with TorchRunner(generator, device) as reference, candidate:
         return verify(
             candidate,
@@ -142,7 +144,7 @@ def _check(
 
 
 def _calibration(
-    opts: ExportOptions, history_len: int
+    opts: ExportOptions, history_len: int, fmt: FrameFormat
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(calibration, verification) history windows of the real frames at `opts.calibrate`:
     from the first and the second half of every video, so none shares a frame (read before
@@ -154,10 +156,10 @@ def _calibration(
     if opts.calibrate is None:
         raise ExportError("--int8", "needs --calibrate VIDEO_DIR: real frames to calibrate on")
     why = "INT8 calibration"
-    videos = load_videos(open_source(opts.calibrate), 2 * (history_len + 1), why=why)
+    videos = load_videos(open_source(opts.calibrate), 2 * (history_len + 1), why=why, fmt=fmt)
     n = opts.calibration_windows
-    first = calibration_windows(videos, history_len, n, "first")
-    return first, calibration_windows(videos, history_len, n, "second")
+    first = calibration_windows(videos, history_len, n, "first", fmt)
+    return first, calibration_windows(videos, history_len, n, "second", fmt)
 
 
 def _int8(
@@ -203,7 +205,8 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
     engine = _engine_wanted(opts.engine)
     inputs = [opts.checkpoint] + ([opts.calibrate] if opts.calibrate else [])
     check_writable(opts.out, opts.overwrite, inputs)
-    windows, held_out = _calibration(opts, cfg.model.history_len) if opts.int8 else ([], [])
+    fmt = FrameFormat.of(cfg.model)
+    windows, held_out = _calibration(opts, cfg.model.history_len, fmt) if opts.int8 else ([], [])
     from avg_rt.export.to_trt import sha256
 
     ckpt_hash = sha256(opts.checkpoint)
@@ -262,6 +265,7 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
                     tmp / "timing.cache",
                     int(opts.workspace_gib * 2**30),
                     ckpt_hash,
+                    FrameFormat.of(cfg.model),
                 )
                 say(f"verifying {plan.name} against PyTorch")
                 real = held_out if precision == "int8" else None  # as its ONNX graph was
@@ -293,6 +297,7 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
                 [p for p, _ in onnx_files if p.name != INT8_FOR_CPU] + plans,
                 cfg.model.in_channels,
                 opts.ranges,
+                cfg.model.channels,
             )
     print_reports(reports)
     artefacts = [opts.out / p.name for p, _ in onnx_files] + [opts.out / p.name for p in plans]

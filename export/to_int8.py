@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 
+from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.errors import ExportError
 
 FLAVOURS = ("cpu", "tensorrt")
@@ -33,9 +35,13 @@ METHODS = ("minmax", "percentile", "entropy")
 
 
 def calibration_windows(
-    videos: Sequence[Any], history_len: int, count: int, half: str = "all"
+    videos: Sequence[Any],
+    history_len: int,
+    count: int,
+    half: str = "all",
+    fmt: FrameFormat = RGB8,
 ) -> list[np.ndarray]:
-    """`count` history windows (3 * history_len, H, W) float32 in [-1, 1] from decoded videos
+    """`count` history windows (C * history_len, H, W) float32 in [-1, 1] from decoded videos
     (`avg_rt.data.sources.Video`, any frame sizes), spread evenly over every start position
     whose next frame differs from the last one (a still scene teaches no ranges). `half`:
     "first" takes only windows (with their next frame) inside the first half of each video,
@@ -56,9 +62,10 @@ def calibration_windows(
     out = []
     for i in pick:
         video, start = starts[i]
-        w = np.asarray(video.frames[start : start + history_len])  # uint8 (T, H, W, 3)
+        w = np.asarray(video.frames[start : start + history_len])  # (T, H, W, C) of `fmt`
         t, h, wd, c = w.shape
-        out.append(w.transpose(0, 3, 1, 2).reshape(t * c, h, wd).astype(np.float32) / 127.5 - 1)
+        stacked = np.ascontiguousarray(w.transpose(0, 3, 1, 2).reshape(t * c, h, wd))
+        out.append(fmt.to_model(torch.from_numpy(stacked)).numpy())
     return out
 
 

@@ -7,9 +7,10 @@ baked in. Opset: 18 by default, the oldest opset the dynamo exporter targets, wh
 file loadable by TensorRT 10/11 and older onnxruntime releases; `opset` overrides it.
 
 Graph contract (also written into the model's metadata):
-- input `history`: float32 (B, 3 * history_len, H, W) in [-1, 1], oldest frame first, RGB
-  within a frame (channels 0-2 are the oldest frame's R, G, B);
-- output `next_frame`: float32 (B, 3, H, W) in [-1, 1].
+- input `history`: float32 (B, C * history_len, H, W) in [-1, 1], oldest frame first, a
+  frame's C channels together (C = 3 by default: channels 0-2 are the oldest frame's R, G, B;
+  the model config's `channels` otherwise, and its `value_range` says what [-1, 1] means);
+- output `next_frame`: float32 (B, C, H, W) in [-1, 1].
 FP16 graphs keep these FP32 inputs and outputs: the convolutions run in FP16 with Casts at each
 scale's boundary, while the bilinear resizes and the final tanh stay FP32 (the resizes of the
 [-1, 1] frames gain nothing from FP16 and the tanh is where FP16 saturation would show).
@@ -29,7 +30,7 @@ import onnx
 import torch
 
 from avg_rt import __version__
-from avg_rt.config import to_dict
+from avg_rt.config import ModelConfig, to_dict
 from avg_rt.errors import ExportError
 from avg_rt.files import atomic_write_bytes
 from avg_rt.model import Generator
@@ -94,14 +95,21 @@ def to_onnx(
         "history_len": str(cfg.history_len),
         "model_config": json.dumps(to_dict(cfg)),
         "precision": "fp16" if fp16 else "fp32",
-        "input_layout": f"NCHW; {cfg.in_channels} channels = {cfg.history_len} RGB frames, "
-        f"oldest first",
-        "value_range": "[-1, 1] (uint8 x maps to x / 127.5 - 1)",
+        "input_layout": f"NCHW; {cfg.in_channels} channels = {cfg.history_len} frames of "
+        f"{cfg.channels} channels, oldest first",
+        "value_range": _value_range_text(cfg),
         **(metadata or {}),
     }
     onnx.helper.set_model_props(proto, props)
     check_onnx(proto, fp16)
     return proto
+
+
+def _value_range_text(cfg: ModelConfig) -> str:
+    if cfg.value_range is None:
+        return "[-1, 1] (uint8 x maps to x / 127.5 - 1)"
+    lo, hi = cfg.value_range
+    return f"[-1, 1] (frame value x in [{lo:g}, {hi:g}] maps to 2 (x - {lo:g}) / {hi - lo:g} - 1)"
 
 
 def check_onnx(proto: onnx.ModelProto, fp16: bool) -> None:

@@ -20,6 +20,7 @@ from avg_rt.export.shapes import ShapeRanges
 from avg_rt.export.to_onnx import INPUT_NAME, OUTPUT_NAME
 
 from avg_rt import __version__
+from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import ExportError
 from avg_rt.files import atomic_write_bytes, atomic_write_text
 
@@ -78,13 +79,15 @@ def build_engine(
     timing_cache: Path,
     workspace_bytes: int = 4 << 30,
     checkpoint_sha256: str = "",
+    frames: FrameFormat | None = None,
 ) -> dict[str, Any]:
     """Build `plan_path` and `plan_path.with_suffix('.json')` from `onnx_path`.
 
     One optimization profile covers `ranges` (kernels tuned for `opt`). The timing cache at
     `timing_cache` is read if present and written back, so rebuilds are faster. Returns the
-    metadata written beside the plan.
+    metadata written beside the plan (with `frames`: what a frame is, RGB 8-bit by default).
     """
+    frames = frames or FrameFormat()
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -122,7 +125,7 @@ def build_engine(
             "name": OUTPUT_NAME,
             "dtype": "float32",
             "layout": "NCHW",
-            "channels": 3,
+            "channels": frames.channels,
             "range": [-1, 1],
         },
         "profile": {
@@ -135,6 +138,7 @@ def build_engine(
         },
         "precision": precision,
         "history_len": history_len,
+        "frames": frames.to_dict(),
         "tensorrt_version": trt.__version__,
         **gpu_identity(),
         "onnx_sha256": sha256(onnx_path),

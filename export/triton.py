@@ -2,8 +2,9 @@
 
 Layout: `<repo>/<model>/config.pbtxt` and `<repo>/<model>/1/model.onnx` (onnxruntime backend)
 or `1/model.plan` (tensorrt backend). Batching is Triton's (`max_batch_size` from the declared
-batch range), so the dims leave the batch out: input [3 * history_len, -1, -1], output
-[3, -1, -1]. A rollout is a client loop over this one-step model (see the README).
+batch range), so the dims leave the batch out: input [C * history_len, -1, -1], output
+[C, -1, -1] (C: channels per frame, 3 for RGB). A rollout is a client loop over this one-step
+model (see the README).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from avg_rt.export.to_onnx import INPUT_NAME, OUTPUT_NAME
 PLATFORMS = {".onnx": ("onnxruntime_onnx", "model.onnx"), ".plan": ("tensorrt_plan", "model.plan")}
 
 
-def model_config(name: str, platform: str, channels: int, ranges: ShapeRanges) -> str:
+def model_config(
+    name: str, platform: str, channels: int, ranges: ShapeRanges, out_channels: int = 3
+) -> str:
     """config.pbtxt text for one model."""
     return f"""name: "{name}"
 platform: "{platform}"
@@ -35,7 +38,7 @@ output [
   {{
     name: "{OUTPUT_NAME}"
     data_type: TYPE_FP32
-    dims: [ 3, -1, -1 ]
+    dims: [ {out_channels}, -1, -1 ]
   }}
 ]
 dynamic_batching {{ }}
@@ -44,7 +47,7 @@ instance_group [ {{ kind: KIND_GPU, count: 1 }} ]
 
 
 def write_repository(
-    repo: Path, artefacts: list[Path], channels: int, ranges: ShapeRanges
+    repo: Path, artefacts: list[Path], channels: int, ranges: ShapeRanges, out_channels: int = 3
 ) -> list[str]:
     """Copy each artefact (`generator[.fp16|.int8|.int8-sym].onnx|.plan`) into `repo` as its
     own model, named `avg_rt_<precision>_<backend>` (precision fp32, fp16, int8 or int8sym);
@@ -56,7 +59,9 @@ def write_repository(
         name = f"avg_rt_{precision}_{'onnx' if path.suffix == '.onnx' else 'trt'}"
         (repo / name / "1").mkdir(parents=True)
         shutil.copyfile(path, repo / name / "1" / filename)
-        (repo / name / "config.pbtxt").write_text(model_config(name, platform, channels, ranges))
+        (repo / name / "config.pbtxt").write_text(
+            model_config(name, platform, channels, ranges, out_channels)
+        )
         if path.suffix == ".plan":  # the TensorRT version and GPU the plan is bound to
             meta = json.loads(path.with_suffix(".json").read_text())
             (repo / name / "tensorrt.json").write_text(json.dumps(plan_record(meta), indent=2))

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from avg_rt.data.clips import round_to_8bit
 from avg_rt.metrics import psnr, to_unit
 from avg_rt.predict import rollout
-from avg_rt.runners import Runner
+from avg_rt.runners import Runner, frame_format
 
 
 @dataclass(frozen=True)
@@ -146,8 +145,10 @@ def verify(
 ) -> Report:
     """Compare entered runners on single steps at `shapes` ((B, C, H, W) each, made by
     `inputs(shape, seed)`) and on a `steps`-step rollout of `rollout_shape`, teacher-forced and
-    free, from a random history or from `history` ((B, T, 3, H, W) of that size, e.g. real
+    free, from a random history or from `history` ((B, T, C, H, W) of that size, e.g. real
     frames)."""
+    fmt = frame_format(reference)
+    fc = fmt.channels
     checks = []
     step_tol = TOLERANCES[(precision, "step")]
     for i, shape in enumerate(shapes):
@@ -160,14 +161,14 @@ def verify(
         )
     b, c, h, w = rollout_shape
     if history is None:
-        hist = random_history((b, c // 3, 3, h, w), seed + len(shapes))
+        hist = random_history((b, c // fc, fc, h, w), seed + len(shapes))
     else:
         hist = history.float().cpu()
     ref_roll = rollout(reference, hist.to(reference.device), steps).cpu()
     out_roll = rollout(candidate, hist.to(candidate.device), steps).cpu()
-    # PyTorch's own windows: its predictions fed back as 8-bit frames, as `rollout` does.
-    trajectory = torch.cat([hist, round_to_8bit(ref_roll)], dim=1)
-    n = c // 3
+    # PyTorch's own windows: its predictions fed back as `rollout` does (8-bit levels).
+    trajectory = torch.cat([hist, fmt.quantize(ref_roll)], dim=1)
+    n = c // fc
     forced: list[dict[str, float]] = []
     free: list[dict[str, float]] = []
     for t in range(steps):

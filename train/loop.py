@@ -34,7 +34,10 @@ from torch import nn
 from avg_rt import checkpoint
 from avg_rt.config import ConfigError, TrainConfig, to_dict
 from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test_clips
+from avg_rt.data.frames import FrameFormat
+from avg_rt.data.live import LiveFeed
 from avg_rt.data.sources import Video
+from avg_rt.errors import DataError
 from avg_rt.files import atomic_write_text
 from avg_rt.model import Discriminator, Generator
 from avg_rt.predict import rollout, score
@@ -50,11 +53,12 @@ def evaluate(
     """Recursive predictions on full test frames: mean PSNR and sharp difference at the first
     and the last step, next to the copy-last-frame baseline."""
     scores: dict[str, list[float]] = {}
+    fmt = FrameFormat.of(G.cfg)
     with TorchRunner(G, device) as runner:
         for _, hist, truth in clips:
-            h = frames_to_model(hist[None], device)  # (1, L, 3, H, W)
-            y = frames_to_model(truth[None], device)  # (1, S, 3, H, W)
-            m = score(rollout(runner, h, steps=y.shape[1]), y, h[:, -1])
+            h = frames_to_model(hist[None], device, fmt)  # (1, L, C, H, W)
+            y = frames_to_model(truth[None], device, fmt)  # (1, S, C, H, W)
+            m = score(rollout(runner, h, steps=y.shape[1]), y, h[:, -1], fmt)
             for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
                 scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
                 scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
@@ -65,14 +69,14 @@ def evaluate(
 def held_out_d_accuracy(
     G: Generator, D: Discriminator, clip: torch.Tensor, cfg: TrainConfig, steps: int
 ) -> dict[str, float]:
-    """D's accuracy on held-out clips (N, history_len + steps, 3, crop, crop), on the task it
+    """D's accuracy on held-out clips (N, history_len + steps, C, crop, crop), on the task it
     trains on: real windows against G's, over `steps` unrolled steps, at a fixed corner."""
     return d_accuracy(*d_logits(G, D, clip, cfg, steps, (0, 0)), "test/d_")
 
 
 def train(
     cfg: TrainConfig,
-    videos: Sequence[Video],
+    videos: Sequence[Video] | LiveFeed,
     run_dir: str | Path,
     test_videos: Sequence[Video] = (),
     resume: bool = False,
@@ -81,6 +85,11 @@ def train(
     after_step: Callable[[int, Generator, Discriminator | None], None] | None = None,
 ) -> Path:
     """Train on clips sampled from `videos`; returns the path of the final checkpoint.
+
+    `videos` may be a started `LiveFeed` (`avg_rt.data.live`): training waits until its store
+    can feed it, samples from the store's current segments and tests on its held-out ones, and
+    logs frames received, store fill and the sampler's rate. A stream that fails stops
+    training after a final checkpoint, with a DataError naming the stream.
 
     `run_dir` must be new unless `resume` is set, in which case training continues from its
     checkpoint at the saved step (same weights, optimizer state and random streams). SIGINT
@@ -108,23 +117,37 @@ def train(
 
     # --- data ---------------------------------------------------------------------------
     L = cfg.model.history_len
+    fmt = FrameFormat.of(cfg.model)
+    live = videos if isinstance(videos, LiveFeed) else None
+    if live is not None:
+        if dist.enabled:
+            raise ConfigError("a live stream feeds one process: train it without torchrun")
+        if live.fmt != fmt:
+            raise ConfigError(
+                f"{live.name} sends {live.fmt.describe()} frames, the model reads "
+                f"{fmt.describe()} (set --channels / --value-range to match)"
+            )
+        live.wait_ready()
+        if live.opts.holdout:  # else: the test videos given, if any
+            test_videos = live.store.test
     sampler = ClipSampler(
-        videos,
+        live.store.snapshot if live is not None else videos,  # type: ignore[arg-type]
         L + cfg.unroll,
         cfg.crop,
         rng,
         cfg.movement_threshold,
         cfg.movement_tries,
         cfg.unfiltered_prob,
+        fmt,
     )
     eval_clips = test_clips(test_videos, L, cfg.test_recursions, cfg.test_clips)
     # Held-out clips for D's accuracy: drawn like training clips, the same ones at every test.
     d_clips = None
     if test_videos and cfg.adversarial:
         held_out = ClipSampler(
-            test_videos, L + cfg.unroll, cfg.crop, np.random.default_rng(cfg.seed + 1)
+            test_videos, L + cfg.unroll, cfg.crop, np.random.default_rng(cfg.seed + 1), fmt=fmt
         )
-        d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device)
+        d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device, fmt)
 
     # --- networks and optimizers --------------------------------------------------------
     G = Generator(cfg.model).to(device)
@@ -200,10 +223,24 @@ def train(
     t0, s0 = time.perf_counter(), step
     stop = StopSignals()
     stopped_by = 0  # the signal every rank agreed to stop on (0: none)
+    failure = None  # why a live stream cannot go on
+    # Clips drawn and the time it took, since the last summary (at `since`).
+    sampled, sampling_s, since = 0, 0.0, time.perf_counter()
+
+    def sample() -> torch.Tensor:
+        nonlocal sampled, sampling_s
+        t = time.perf_counter()
+        clips = sampler.sample(cfg.batch)
+        sampling_s += time.perf_counter() - t
+        sampled += cfg.batch
+        return clips_to_float(clips, device, fmt)
+
     try:
         while step < cfg.steps:
             stopped_by = distributed.max_over_ranks(stop.signal or 0, dist, device)
             if stopped_by:
+                break
+            if live is not None and (failure := live.problem()) is not None:
                 break
             k = unroll_length(cfg, step)
             scale = lr_scale(cfg, step)
@@ -213,10 +250,10 @@ def train(
                     group["lr"] = lr * scale
             adversarial = D_train is not None and opt_d is not None and step >= cfg.adv_start
             if adversarial:
-                clip = clips_to_float(sampler.sample(cfg.batch), device)
+                clip = sample()
                 corner = _corner(rng, cfg)
                 logs |= d_step(G, D_train, opt_d, clip, cfg, k, corner, amp, scaler_d)
-            clip = clips_to_float(sampler.sample(cfg.batch), device)
+            clip = sample()
             summary = (step + 1) % cfg.summary_interval == 0 or step + 1 == cfg.steps
             logs |= g_step(
                 G_train,
@@ -239,7 +276,15 @@ def train(
                 continue
 
             if summary:
-                logs["speed/steps_per_s"] = (step - s0) / (time.perf_counter() - t0)
+                now = time.perf_counter()
+                logs["speed/steps_per_s"] = (step - s0) / (now - t0)
+                # What the sampler could deliver against what training takes from it (since
+                # the last summary).
+                logs["data/sampler_clips_per_s"] = sampled / max(sampling_s, 1e-9)
+                logs["data/consumed_clips_per_s"] = sampled / (now - since)
+                sampled, sampling_s, since = 0, 0.0, now
+                if live is not None:
+                    logs |= live.stats()
                 summaries.scalars(step, logs)
                 if on_log:
                     on_log(step, logs)
@@ -282,6 +327,11 @@ def train(
     distributed.cleanup(dist)
     if stopped_by and step < cfg.steps:
         raise TrainingStopped(stopped_by, step, ckpt_path)
+    if failure is not None:
+        assert live is not None
+        raise DataError(
+            live.name, f"{failure}; saved {ckpt_path} at step {step} (continue with --resume)"
+        )
     return ckpt_path
 
 

@@ -1,6 +1,6 @@
 """The two phases of a training iteration: a discriminator step, then a generator step.
 
-Both take a clip batch `clip` (N, history_len + k, 3, c, c) float in [-1, 1]: the history, then
+Both take a clip batch `clip` (N, history_len + k, C, c, c) float in [-1, 1]: the history, then
 k true future frames. G predicts each of the k frames from the last history_len frames, real
 at first and then its own predictions (`unroll`; with gradients through the recursion in the G
 step, the multi-step objective of Oh et al. 2015). D judges patch_size x patch_size windows
@@ -25,17 +25,22 @@ Corner = tuple[int, int]  # top-left (y, x) of D's window in the crop; multiples
 
 
 def split(clip: torch.Tensor, history_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, T, 3, h, w) -> history (N, 3 * history_len, h, w), targets (N, T - history_len, 3,
+    """(N, T, C, h, w) -> history (N, C * history_len, h, w), targets (N, T - history_len, C,
     h, w)."""
     n, _, c, h, w = clip.shape
     return clip[:, :history_len].reshape(n, history_len * c, h, w), clip[:, history_len:]
+
+
+def feedback_8bit(cfg: TrainConfig) -> bool:
+    """Whether unrolled steps see 8-bit frames: asked for, and the frames are 8-bit."""
+    return cfg.feedback_8bit and cfg.model.value_range is None
 
 
 def unroll(
     G: nn.Module, history: torch.Tensor, steps: int, feedback_8bit: bool = False
 ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
     """G's predictions for `steps` recursive steps, each a list of scales (coarsest first), and
-    the input window (N, 3 * history_len, h, w) of each step. Gradients flow through the
+    the input window (N, C * history_len, h, w) of each step. Gradients flow through the
     recursion unless called under no_grad; with `feedback_8bit` the fed-back frame is rounded
     to 8-bit levels, as in `avg_rt.predict.rollout`, with a straight-through gradient."""
     preds, windows = [], []
@@ -45,7 +50,7 @@ def unroll(
         preds.append(p)
         windows.append(window)
         new = p[-1] + (round_to_8bit(p[-1]) - p[-1]).detach() if feedback_8bit else p[-1]
-        window = torch.cat([window[:, 3:], new], dim=1)  # drop the oldest, append the new
+        window = torch.cat([window[:, new.shape[1] :], new], dim=1)  # drop the oldest, add new
     return preds, windows
 
 
@@ -133,7 +138,7 @@ def d_logits(
     L, n = cfg.model.history_len, cfg.model.n_scales
     history, targets = split(clip[:, : L + steps], L)
     with torch.no_grad():
-        fake, fake_windows = unroll(unwrap(G), history, steps, cfg.feedback_8bit)
+        fake, fake_windows = unroll(unwrap(G), history, steps, feedback_8bit(cfg))
     real = [pyramid(targets[:, j], n) for j in range(steps)]
     real_windows = [split(clip[:, j : j + L + 1], L)[0] for j in range(steps)]
     real_in, real_hist = _d_inputs(real, real_windows, cfg, corner)
@@ -185,8 +190,8 @@ def g_step(
     L, n = cfg.model.history_len, cfg.model.n_scales
     history, targets = split(clip[:, : L + steps], L)
     with _autocast(clip, autocast):
-        preds, windows = unroll(G, history, steps, cfg.feedback_8bit)
-        joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, 3, h, w) per scale
+        preds, windows = unroll(G, history, steps, feedback_8bit(cfg))
+        joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, C, h, w) per scale
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
         d_logits = None
         if D is not None:

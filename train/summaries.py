@@ -33,10 +33,12 @@ class Summaries:
         self._log.flush()
 
     def images(self, step: int, tag: str, frames: torch.Tensor) -> None:
-        """Log model frames (N, 3, H, W) in [-1, 1] as one image strip."""
+        """Log model frames (N, C, H, W) in [-1, 1] as one image strip: the first three
+        channels, or the first in gray (as `FrameFormat.pictures` shows them)."""
         if not self.enabled:
             return
         grid = torch.cat(list(frames.detach().float().cpu().clamp(-1, 1)), dim=-1)
+        grid = grid[:3] if grid.shape[0] >= 3 else grid[:1].expand(3, -1, -1)
         self._writer.add_image(tag, (grid + 1) / 2, step)
 
     def close(self) -> None:

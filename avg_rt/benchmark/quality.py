@@ -27,10 +27,12 @@ import torch
 
 from avg_rt.benchmark.common import RESULTS, environment, save
 from avg_rt.data.clips import frames_to_model, model_to_frames
+from avg_rt.data.frames import RGB8
 from avg_rt.data.sources import Video, load_videos, open_source
+from avg_rt.errors import RunnerError
 from avg_rt.metrics import DB_CAP, cap_db, frame_metrics
 from avg_rt.predict import rollout
-from avg_rt.runners import open_runner
+from avg_rt.runners import frame_format, open_runner
 
 TABLE_STEPS = (1, 2, 4, 8, 16, 32, 64)
 BASELINE = "copy last frame"
@@ -129,6 +131,10 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     predictions: dict[str, np.ndarray] = {}
     for label, path in opts.models.items():
         with open_runner(path, device=opts.device) as runner:
+            if (fmt := frame_format(runner)) != RGB8:
+                raise RunnerError(
+                    path, f"reads {fmt.describe()} frames; this benchmark scores RGB 8-bit models"
+                )
             batches = []
             for i in range(0, len(history), opts.batch):
                 h = frames_to_model(history[i : i + opts.batch], runner.device)

@@ -140,6 +140,7 @@ def runners(
         for path in (fp32, fp16, int8_sym):
             yield OnnxRuntimeRunner(path, device, tensorrt=True), {}
     if importlib.util.find_spec("tensorrt") is not None:
+        from avg_rt.data.frames import FrameFormat
         from avg_rt.export.to_trt import build_engine
         from avg_rt.runners.trt import TensorRTRunner
 
@@ -153,6 +154,7 @@ def runners(
                 gen.cfg.history_len,
                 precision,
                 onnx_dir / "timing.cache",
+                frames=FrameFormat.of(gen.cfg),
             )
             for graph in (False, True):
                 yield TensorRTRunner(plan, device), {"cuda_graph": graph}

@@ -10,34 +10,17 @@ from typing import Annotated, Any
 import typer
 
 from avg_rt.cli.options import DeviceOpt, ProgressOpt, SeedOpt
-from avg_rt.config import PRESETS, ConfigError, ModelConfig, TrainConfig, to_dict
+from avg_rt.config import (
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    resolve_config,
+    to_dict,
+    with_form,
+)
 from avg_rt.files import check_outside
 
 Opt = typer.Option
-
-
-FORMS = {"plain": (False, False), "residual": (True, False), "delta": (False, True)}
-
-
-def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
-    """`model` with what its scales predict set by --form (unchanged when None)."""
-    if form is None:
-        return model
-    if form not in FORMS:
-        raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
-    residual, delta = FORMS[form]
-    return dataclasses.replace(model, residual=residual, delta=delta)
-
-
-def resolve_config(preset: str, form: str | None = None, **overrides: Any) -> TrainConfig:
-    """The preset with every override that is not None applied (`form` to its model)."""
-    if preset not in PRESETS:
-        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    cfg = dataclasses.replace(PRESETS[preset], **changes)
-    cfg = dataclasses.replace(cfg, model=with_form(cfg.model, form))
-    cfg.validate()
-    return cfg
 
 
 # What defines the run; a resume that changed them would continue another experiment.
@@ -67,12 +50,24 @@ def resume_config(
     return cfg, notes
 
 
+def _value_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--value-range must be LO,HI (e.g. -1,2), got {text!r}") from None
+    return lo, hi
+
+
 def train(
     data: Annotated[
-        Path,
+        str,
         Opt(
-            help="Data folder: Train/ and Test/ inside (TF layout), or any "
-            "folder of videos / frame folders."
+            help="Data folder: Train/ and Test/ inside (TF layout), any folder of videos / "
+            "frame folders, or a live stream, nothing written: atari:GAME[:frame-skip=4:"
+            "policy=sticky:max-frames=500:seed=0] plays the emulator, raw:PATH:HxWxC[:dtype="
+            "float32:range=LO,HI:episode=N:marked=1] reads raw frames (PATH - is stdin)."
         ),
     ],
     out: Annotated[Path, Opt("--out", "-o", help="Run folder (new, or existing with --resume).")],
@@ -134,6 +129,33 @@ def train(
         int | None, Opt(help="Steps between test rollouts (default: the preset's).")
     ] = None,
     amp: Annotated[str | None, Opt(help="none, bf16 or fp16 autocast (CUDA only).")] = None,
+    channels: Annotated[
+        int | None, Opt(help="Channels per frame (default 3, RGB; 1: grayscale).")
+    ] = None,
+    value_range: Annotated[
+        str | None,
+        Opt(help="LO,HI: frames are float data in this range (default: 8-bit frames)."),
+    ] = None,
+    store_mib: Annotated[
+        float, Opt(help="Live streams: memory for recent segments, oldest out first.")
+    ] = 1024.0,
+    store_frames: Annotated[
+        int | None, Opt(help="Live streams: at most this many frames in the store.")
+    ] = None,
+    holdout: Annotated[
+        float | None,
+        Opt(help="Live streams: fraction of segments held out for tests (atari: 0.1, else 0)."),
+    ] = None,
+    live_fps: Annotated[
+        float | None,
+        Opt(help="Live streams: at most this many frames per second (pace an emulator)."),
+    ] = None,
+    segment_frames: Annotated[
+        int, Opt(help="Live streams: episodes are cut into segments of at most this many.")
+    ] = 1000,
+    stall_timeout: Annotated[
+        float, Opt(help="Live streams: seconds without a frame before training stops.")
+    ] = 60.0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, Opt(help="Continue the run in OUT from its checkpoint.")] = False,
@@ -150,8 +172,12 @@ def train(
     """Train the multi-scale GAN on clips sampled on the fly from videos.
 
     Example: avg-rt train --data data/mspacman --out runs/small --preset small --steps 2000
+
+    Live: avg-rt train --data atari:ms_pacman --out runs/live, or
+    ffmpeg -i cam.mp4 -f rawvideo -pix_fmt rgb24 - | avg-rt train --data raw:-:210x160x3 ...
     """
     from avg_rt.runners import resolve_device
+    from avg_rt.training import check_format, data_format
 
     overrides = dict(
         steps=steps,
@@ -176,11 +202,15 @@ def train(
         amp=amp,
         seed=seed,
     )
-    cfg = resolve_config(preset or "small", form, device=device, **overrides)
+    declared = data_format(data)  # raw frames say what they are
+    vrange = _value_range(value_range) or (declared.value_range if declared else None)
+    chans = channels if channels is not None else declared.channels if declared else None
+    cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
-    check_outside(out, [p for p in (data, test) if p is not None])
+    local = [Path(p) for p in (data, test) if p is not None and Path(p).exists()]
+    check_outside(out, local)
     if resume:
         from avg_rt import checkpoint
 
@@ -194,6 +224,14 @@ def train(
             model = cfg.model
         elif form is not None:
             model = with_form(saved.model, form)
+        if (
+            chans is not None or vrange
+        ) and model is None:  # the data's format, which must not change
+            model = dataclasses.replace(
+                saved.model,
+                channels=chans if chans is not None else saved.model.channels,
+                value_range=vrange or saved.model.value_range,
+            )
         cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)
@@ -202,29 +240,30 @@ def train(
         return
     resolve_device(cfg.device)
 
-    from avg_rt.data.sources import load_videos, open_source
+    check_format(cfg, declared, data)
+    from avg_rt.data.live import LiveOptions
     from avg_rt.train.distributed import from_env
     from avg_rt.train.loop import TrainingStopped
     from avg_rt.train.loop import train as run
+    from avg_rt.training import open_training_data
 
-    train_dir = data / "Train" if (data / "Train").is_dir() else data
-    test_dir = test or (data / "Test" if (data / "Test").is_dir() else None)
-    cache = data / ".avg-rt-cache" if mmap_cache else None
-    min_frames = cfg.model.history_len + 1
-    why = f"a {min_frames - 1}-frame history and a target"
-    videos = load_videos(open_source(train_dir), min_frames, cache, why)
-    test_videos = load_videos(open_source(test_dir), min_frames, cache, why) if test_dir else []
+    live = LiveOptions(
+        max_mib=store_mib,
+        max_frames=store_frames,
+        holdout=holdout,
+        stall_seconds=stall_timeout,
+        segment_frames=segment_frames,
+        max_fps=live_fps,
+    )
     main = from_env().is_main  # under torchrun, rank 0 speaks
-    if main:
-        typer.echo(
-            f"{len(videos)} training videos ({sum(len(v.frames) for v in videos)} "
-            f"frames), {len(test_videos)} test videos; run folder {out}"
-        )
-    try:
-        ckpt = run(cfg, videos, out, test_videos, resume=resume, progress=progress)
-    except TrainingStopped as e:
+    with open_training_data(data, cfg, test, mmap_cache, live) as d:
         if main:
-            typer.echo(str(e), err=True)
-        raise typer.Exit(code=128 + e.signum) from None
+            typer.echo(f"{d.description}; run folder {out}")
+        try:
+            ckpt = run(cfg, d.train, out, d.test, resume=resume, progress=progress)
+        except TrainingStopped as e:
+            if main:
+                typer.echo(str(e), err=True)
+            raise typer.Exit(code=128 + e.signum) from None
     if main:
         typer.echo(f"checkpoint: {ckpt}")

@@ -14,23 +14,26 @@ from pathlib import Path
 
 import numpy as np
 
+from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.data.sources import VideoSpec
 from avg_rt.files import atomic_path
 
 
-def cache_path(spec: VideoSpec, cache_dir: Path) -> Path:
-    """Where `spec`'s frames are cached: a readable stem plus the source's fingerprint."""
+def cache_path(spec: VideoSpec, cache_dir: Path, fmt: FrameFormat = RGB8) -> Path:
+    """Where `spec`'s frames, as `fmt`, are cached: a readable stem plus the source's
+    fingerprint and the format."""
     assert spec.fingerprint is not None
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name)[-60:].strip("_.") or "video"
-    key = hashlib.sha1(f"{spec.name}|{spec.fingerprint}".encode()).hexdigest()[:16]
-    return cache_dir / f"{stem}-{key}.npy"
+    key = f"{spec.name}|{spec.fingerprint}" + ("" if fmt == RGB8 else f"|{fmt}")
+    return cache_dir / f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
 
 
-def cached_frames(spec: VideoSpec, cache_dir: Path) -> np.ndarray:
-    """`spec`'s frames as a read-only memory map, decoding and caching them on first use."""
-    path = cache_path(spec, cache_dir)
+def cached_frames(spec: VideoSpec, cache_dir: Path, fmt: FrameFormat = RGB8) -> np.ndarray:
+    """`spec`'s frames as `fmt` (what the model reads) in a read-only memory map, decoding,
+    converting and caching them on first use."""
+    path = cache_path(spec, cache_dir, fmt)
     if not path.exists():
-        frames = spec.decode()
+        frames = fmt.conform(spec.decode(), spec.name)
         cache_dir.mkdir(parents=True, exist_ok=True)
         stem = path.name.rsplit("-", 1)[0]
         for stale in cache_dir.glob(f"{stem}-*.npy"):

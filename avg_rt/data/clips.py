@@ -6,68 +6,90 @@ needed from decoded (or memory-mapped) videos, with the same movement filter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
+from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.data.sources import Video
 from avg_rt.errors import DataError
 
 
+def check_video(video: Video, clip_len: int, crop: int) -> None:
+    """Raise DataError naming `video` unless it holds a clip_len x crop x crop clip."""
+    if len(video.frames) < clip_len:
+        raise DataError(
+            video.name,
+            f"video has {len(video.frames)} frames, at least {clip_len} needed (history + 1)",
+        )
+    h, w = video.size
+    if h < crop or w < crop:
+        raise DataError(video.name, f"frames are {h}x{w}, smaller than the {crop}x{crop} crop")
+
+
 class ClipSampler:
-    """Draws uint8 clips (N, clip_len, 3, crop, crop) from `videos`.
+    """Draws clips (N, clip_len, C, crop, crop) from `videos`, in the videos' dtype.
 
     Each clip: a uniformly random video, start frame and crop window. A clip is kept when the
-    sum over consecutive frame pairs of the squared difference of its [-1, 1] crops exceeds
-    `movement_threshold` (static background dominates Atari frames); after `tries` rejections
-    the last candidate is kept. A fraction `unfiltered_prob` of clips skips the filter.
-    Randomness comes only from `rng`, so a sampler restored with the same generator state
-    draws the same clips.
+    sum over consecutive frame pairs of the squared difference of its [-1, 1] crops (`fmt`
+    maps frames there) exceeds `movement_threshold` (static background dominates Atari
+    frames); after `tries` rejections the last candidate is kept. A fraction `unfiltered_prob`
+    of clips skips the filter. Randomness comes only from `rng`, so a sampler restored with the
+    same generator state draws the same clips from the same videos.
+
+    `videos` is a sequence, or a callable returning the current one (a live store whose
+    segments come and go while training runs: each clip reads it once).
     """
 
     def __init__(
         self,
-        videos: Sequence[Video],
+        videos: Sequence[Video] | Callable[[], Sequence[Video]],
         clip_len: int,
         crop: int,
         rng: np.random.Generator,
         movement_threshold: float = 100.0,
         tries: int = 100,
         unfiltered_prob: float = 0.05,
+        fmt: FrameFormat = RGB8,
     ):
-        if not videos:
-            raise DataError("<data>", "no videos to sample clips from")
-        for v in videos:
-            if len(v.frames) < clip_len:
-                raise DataError(
-                    v.name,
-                    f"video has {len(v.frames)} frames, at least {clip_len} needed (history + 1)",
-                )
-            h, w = v.size
-            if h < crop or w < crop:
-                raise DataError(v.name, f"frames are {h}x{w}, smaller than the {crop}x{crop} crop")
-        self.videos, self.clip_len, self.crop, self.rng = list(videos), clip_len, crop, rng
+        if callable(videos):
+            self._videos = videos
+        else:
+            fixed = list(videos)
+            if not fixed:
+                raise DataError("<data>", "no videos to sample clips from")
+            for v in fixed:
+                check_video(v, clip_len, crop)
+            self._videos = lambda: fixed
+        self.clip_len, self.crop, self.rng = clip_len, crop, rng
         self.movement_threshold, self.tries, self.unfiltered_prob = (
             movement_threshold,
             tries,
             unfiltered_prob,
         )
+        lo, hi = fmt.bounds
+        self._scale = np.float32(2 / (hi - lo))  # frame units -> [-1, 1] units
+
+    @property
+    def videos(self) -> Sequence[Video]:
+        return self._videos()
 
     def _candidate(self) -> np.ndarray:
-        v = self.videos[self.rng.integers(len(self.videos))]
+        videos = self._videos()
+        v = videos[int(self.rng.integers(len(videos)))]
         h, w = v.size
         t = self.rng.integers(len(v.frames) - self.clip_len + 1)
         y, x = self.rng.integers(h - self.crop + 1), self.rng.integers(w - self.crop + 1)
         return np.asarray(v.frames[t : t + self.clip_len, y : y + self.crop, x : x + self.crop])
 
     def movement(self, clip: np.ndarray) -> float:
-        """Sum of squared differences between consecutive [-1, 1] frames of a (T, h, w, 3) clip."""
-        f = clip.astype(np.float32) / 127.5
+        """Sum of squared differences between consecutive [-1, 1] frames of a (T, h, w, C) clip."""
+        f = clip.astype(np.float32) * self._scale
         return float(((f[1:] - f[:-1]) ** 2).sum())
 
     def sample_one(self) -> np.ndarray:
-        """One clip (clip_len, crop, crop, 3) uint8."""
+        """One clip (clip_len, crop, crop, C)."""
         clip = self._candidate()
         if self.rng.random() < self.unfiltered_prob:
             return clip
@@ -78,38 +100,35 @@ class ClipSampler:
         return clip
 
     def sample(self, n: int) -> np.ndarray:
-        """`n` clips as (n, clip_len, 3, crop, crop) uint8."""
+        """`n` clips as (n, clip_len, C, crop, crop)."""
         return np.stack([self.sample_one() for _ in range(n)]).transpose(0, 1, 4, 2, 3)
 
 
 def clips_to_float(
-    clips: np.ndarray | torch.Tensor, device: torch.device | str = "cpu"
+    clips: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", fmt: FrameFormat = RGB8
 ) -> torch.Tensor:
-    """uint8 clips (N, T, 3, h, w) -> float (N, T, 3, h, w) in [-1, 1] on `device`. The
-    uint8 -> float conversion happens on the device."""
-    return torch.as_tensor(clips).to(device, non_blocking=True).float() / 127.5 - 1
+    """Clips (N, T, C, h, w) of `fmt` -> float (N, T, C, h, w) in [-1, 1] on `device`. The
+    conversion to float happens on the device."""
+    return fmt.to_model(torch.as_tensor(clips).to(device, non_blocking=True))
 
 
-def frames_to_model(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 frames (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1] on `device`."""
+def frames_to_model(
+    frames: np.ndarray, device: torch.device | str = "cpu", fmt: FrameFormat = RGB8
+) -> torch.Tensor:
+    """Frames (..., H, W, C) of `fmt` -> float (..., C, H, W) in [-1, 1] on `device`."""
     x = torch.as_tensor(np.ascontiguousarray(frames)).to(device)
-    return x.movedim(-1, -3).float() / 127.5 - 1
-
-
-def _levels(x: torch.Tensor) -> torch.Tensor:
-    # float in [-1, 1] -> the nearest of the 256 levels of an 8-bit frame, as float 0..255
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return fmt.to_model(x.movedim(-1, -3))
 
 
 def round_to_8bit(x: torch.Tensor) -> torch.Tensor:
     """Model frames rounded to the 8-bit grid, still float in [-1, 1]: the frames a user gets
     (`model_to_frames`), in the model's units. Metrics score these."""
-    return _levels(x) / 127.5 - 1
+    return RGB8.quantize(x)
 
 
-def model_to_frames(x: torch.Tensor) -> np.ndarray:
-    """float (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3) (the true map, no stretching)."""
-    return _levels(x).to(torch.uint8).movedim(-3, -1).cpu().numpy()
+def model_to_frames(x: torch.Tensor, fmt: FrameFormat = RGB8) -> np.ndarray:
+    """Model frames (..., C, H, W) in [-1, 1] -> frames (..., H, W, C) of `fmt`."""
+    return fmt.from_model(x)
 
 
 def test_clips(

@@ -1,9 +1,9 @@
 """Frame sources: where videos come from.
 
 A source yields `VideoSpec`s: a name (a path or label, used in every error) and a `decode`
-callable returning uint8 frames (T, H, W, 3). Decoding is deferred so that a cache can skip it
-and so that one bad video can be reported without stopping the others. `load_video` decodes and
-checks one spec; `load_videos` all of them, strictly.
+callable returning frames (T, H, W, C) as the files hold them. Decoding is deferred so that a
+cache can skip it and so that one bad video can be reported without stopping the others.
+`load_video` decodes and checks one spec; `load_videos` all of them, strictly.
 
 `open_source(spec)` dispatches on what it is given:
 - a folder of frame folders (the TF project's `Train/` or `Test/`), a folder of images (one
@@ -11,8 +11,9 @@ checks one spec; `load_videos` all of them, strictly.
 - a video file (.mp4, .avi, .gif, ...), read with imageio's ffmpeg plugin;
 - a `.npy` (one video, (T, H, W, C)) or `.npz` (one video per array);
 - a numpy array (T, H, W, C), a list of such arrays, or any iterable of frames (the hook for
-  live programs such as an emulator). Frames may be grayscale, RGB or RGBA, uint8 or float in
-  [0, 1]; all become RGB uint8.
+  programs; `avg_rt.data.live` streams them while training runs). `load_video` makes frames
+  what the model reads (`FrameFormat`): by default RGB uint8 from grayscale, RGB or RGBA,
+  uint8 or float in [0, 1]; other channel counts, and float data in a declared range.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -45,7 +47,8 @@ class VideoSpec:
 
 @dataclass(frozen=True)
 class Video:
-    """A decoded video: uint8 frames (T, H, W, 3), possibly a read-only memory map."""
+    """A decoded video: frames (T, H, W, C), uint8 (8-bit) or float32, possibly a read-only
+    memory map."""
 
     name: str
     frames: np.ndarray
@@ -62,45 +65,35 @@ class FrameSource(Protocol):
     def __iter__(self) -> Iterator[VideoSpec]: ...
 
 
-def to_rgb_uint8(frame: Any, name: str) -> np.ndarray:
-    """One frame as (H, W, 3) uint8: grayscale is repeated, alpha dropped, floats in [0, 1]
-    scaled to 0..255. Anything else raises DataError naming `name`."""
-    a = np.asarray(frame)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise DataError(
-            name, f"frame of shape {a.shape} is not (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
-        )
-    if a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.floating):
-            raise DataError(name, f"frames must be uint8 or float in [0, 1], got {a.dtype}")
-        if a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1 or np.isnan(a).any()):
-            raise DataError(name, "float frames must lie in [0, 1]")
-        a = np.round(a * 255).astype(np.uint8)
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return np.ascontiguousarray(a[:, :, :3])
-
-
 def stack_frames(
     frames: Iterable[Any], name: str, frame_names: Sequence[str] | None = None
 ) -> np.ndarray:
-    """Stack frames into (T, H, W, 3) uint8, refusing mixed sizes with the offending frame named."""
+    """Stack frames (H, W[, C]) into (T, H, W, C) as they are: dtype and channels kept (a
+    video that mixes grayscale, RGB and RGBA images becomes RGB); `FrameFormat.conform` makes
+    them what the model reads. Mixed sizes are refused with the offending frame named."""
     out: list[np.ndarray] = []
     for i, frame in enumerate(frames):
         label = frame_names[i] if frame_names else f"{name} (frame {i})"
-        rgb = to_rgb_uint8(frame, label)
-        if out and rgb.shape != out[0].shape:
+        a = np.asarray(frame)
+        if a.dtype == np.float64:  # (float32 holds any frame; a video of float64 is 8x uint8)
+            a = a.astype(np.float32)
+        if a.ndim == 2:
+            a = a[:, :, None]
+        if a.ndim != 3:
+            raise DataError(label, f"frame of shape {a.shape} is not (H, W) or (H, W, C)")
+        if out and a.shape[:2] != out[0].shape[:2]:
             h, w = out[0].shape[:2]
             raise DataError(
                 label,
-                f"frame is {rgb.shape[0]}x{rgb.shape[1]} but earlier frames of "
-                f"this video are {h}x{w}",
+                f"frame is {a.shape[0]}x{a.shape[1]} but earlier frames of this video are {h}x{w}",
             )
-        out.append(rgb)
+        out.append(a)
     if not out:
         raise DataError(name, "video has no frames")
+    if len({a.shape[2] for a in out}) > 1:
+        if not {a.shape[2] for a in out} <= {1, 3, 4}:
+            raise DataError(name, "frames of this video have different channel counts")
+        out = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[:, :, :3] for a in out]
     return np.stack(out)
 
 
@@ -304,17 +297,22 @@ class _ListSource:
 
 
 def load_video(
-    spec: VideoSpec, min_frames: int = 1, cache_dir: Path | None = None, why: str = ""
+    spec: VideoSpec,
+    min_frames: int = 1,
+    cache_dir: Path | None = None,
+    why: str = "",
+    fmt: FrameFormat = RGB8,
 ) -> Video:
-    """Decode one video (through the memory-map cache when `cache_dir` is given) and check it
-    has at least `min_frames` frames (`why`: what they are for, said in the error). Raises
-    DataError naming the video."""
+    """Decode one video (through the memory-map cache when `cache_dir` is given) as frames of
+    `fmt` and check it has at least `min_frames` frames (`why`: what they are for, said in
+    the error). Raises DataError naming the video."""
     if cache_dir is not None and spec.fingerprint is not None:
         from avg_rt.data.cache import cached_frames
 
-        frames = cached_frames(spec, cache_dir)
+        frames = cached_frames(spec, cache_dir, fmt)
     else:
         frames = spec.decode()
+    frames = fmt.conform(frames, spec.name)
     if len(frames) < min_frames:
         because = f" ({why})" if why else ""
         raise DataError(
@@ -324,7 +322,11 @@ def load_video(
 
 
 def load_videos(
-    source: FrameSource, min_frames: int = 1, cache_dir: Path | None = None, why: str = ""
+    source: FrameSource,
+    min_frames: int = 1,
+    cache_dir: Path | None = None,
+    why: str = "",
+    fmt: FrameFormat = RGB8,
 ) -> list[Video]:
-    """Decode every video of `source`; the first bad one raises DataError."""
-    return [load_video(spec, min_frames, cache_dir, why) for spec in source]
+    """Decode every video of `source` as frames of `fmt`; the first bad one raises DataError."""
+    return [load_video(spec, min_frames, cache_dir, why, fmt) for spec in source]

@@ -13,6 +13,7 @@ from typing import Protocol, Self, runtime_checkable
 
 import torch
 
+from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import RunnerError
 
 
@@ -20,9 +21,10 @@ from avg_rt.errors import RunnerError
 class Runner(Protocol):
     """Predicts the next frame from a history of frames.
 
-    `predict(history)`: history is (B, 3 * history_len, H, W) float32 in [-1, 1], contiguous,
-    on `device`, oldest frame first (RGB within a frame). Returns (B, 3, H, W) float32 in
-    [-1, 1] on `device`. The output may alias a buffer the runner reuses on its next call:
+    `predict(history)`: history is (B, C * history_len, H, W) float32 in [-1, 1], contiguous,
+    on `device`, oldest frame first (a frame's C channels together; C =
+    `frame_format.channels`, 3 for RGB). Returns (B, C, H, W) float32 in [-1, 1] on
+    `device`. The output may alias a buffer the runner reuses on its next call:
     copy it before calling `predict` again if you keep it.
 
     Runners may also set `graph_safe = True` when `predict` can be captured in a CUDA graph
@@ -35,12 +37,18 @@ class Runner(Protocol):
     device: torch.device
     history_len: int
     min_frame_size: int  # smallest height or width the model takes (1: not known)
+    frame_format: FrameFormat  # what its frames are (known once entered)
 
     def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
     def predict(self, history: torch.Tensor) -> torch.Tensor: ...
+
+
+def frame_format(runner: Runner) -> FrameFormat:
+    """What `runner`'s frames are (RGB 8-bit for a runner that does not say)."""
+    return getattr(runner, "frame_format", None) or FrameFormat()
 
 
 BACKENDS = ("auto", "torch", "onnxruntime", "onnxruntime-trt", "tensorrt")

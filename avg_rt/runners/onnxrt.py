@@ -12,6 +12,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 
+from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import RunnerError
 
 
@@ -88,6 +89,7 @@ class OnnxRuntimeRunner:
         )
         self.history_len = 0
         self.min_frame_size = 1
+        self.frame_format = FrameFormat()
         self.own_thread_pool = True  # onnxruntime computes on its own threads, not torch's
         self.session: Any = None
         self._out: torch.Tensor | None = None
@@ -117,15 +119,19 @@ class OnnxRuntimeRunner:
             raise RunnerError(self.path, "not an avg-rt ONNX export (no history_len metadata)")
         self.history_len = int(meta["history_len"])
         try:
-            self.min_frame_size = 2 ** (len(json.loads(meta["model_config"])["g_maps"]) - 1)
+            model_config = json.loads(meta["model_config"])
+            self.min_frame_size = 2 ** (len(model_config["g_maps"]) - 1)
+            self.frame_format = FrameFormat.of_dict(model_config)
         except (KeyError, TypeError, ValueError):
             pass  # an older or hand-made export: the session reports sizes it cannot take
         channels = self.session.get_inputs()[0].shape[1]
-        if isinstance(channels, int) and channels != 3 * self.history_len:
+        want = self.frame_format.channels * self.history_len
+        if isinstance(channels, int) and channels != want:
             raise RunnerError(
                 self.path,
                 f"its input has {channels} channels, but its metadata says history_len "
-                f"{self.history_len} ({3 * self.history_len} channels): not an avg-rt export",
+                f"{self.history_len} of {self.frame_format.describe()} ({want} channels): "
+                "not an avg-rt export",
             )
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -184,7 +190,7 @@ class OnnxRuntimeRunner:
             torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch
             graph.session.run_with_iobinding(graph.io)
             return graph.output
-        out_shape = (shape[0], 3, *shape[2:])
+        out_shape = (shape[0], self.frame_format.channels, *shape[2:])
         if self._out is None or tuple(self._out.shape) != out_shape:
             self._out = torch.empty(out_shape, device=self.device)
         io = self._bind(self.session, history, self._out)
@@ -208,7 +214,7 @@ class OnnxRuntimeRunner:
         if shape not in self._graphs:
             self._graphs.clear()  # one shape at a time: a rollout keeps its shape
             inp = torch.zeros(shape, device=self.device)
-            out = torch.empty(shape[0], 3, *shape[2:], device=self.device)
+            out = torch.empty(shape[0], self.frame_format.channels, *shape[2:], device=self.device)
             torch.cuda.current_stream(self.device).synchronize()  # onnxruntime's own stream
             try:
                 session = self._session(shape, cuda_graph=True)

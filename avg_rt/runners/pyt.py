@@ -9,6 +9,7 @@ from typing import Self
 
 import torch
 
+from avg_rt.data.frames import FrameFormat
 from avg_rt.model import Generator
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,6 +60,9 @@ class TorchRunner:
         self.graph_safe = not compile  # eager steps can be captured as CUDA graphs
         self.history_len = model.cfg.history_len if isinstance(model, Generator) else 0
         self.min_frame_size = model.cfg.min_frame_size if isinstance(model, Generator) else 1
+        self.frame_format = (
+            FrameFormat.of(model.cfg) if isinstance(model, Generator) else FrameFormat()
+        )
         self.model: Generator | None = None
         self._forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # model or compiled
 
@@ -75,6 +79,7 @@ class TorchRunner:
         self.model = model
         self.history_len = model.cfg.history_len
         self.min_frame_size = model.cfg.min_frame_size
+        self.frame_format = FrameFormat.of(model.cfg)
         self._forward = torch.compile(model) if self.compile else model
         return self
 

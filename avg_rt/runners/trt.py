@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import torch
 
+from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import RunnerError
 
 REBUILD = "rebuild it here with: avg-rt export CHECKPOINT --engine --out DIR"
@@ -34,6 +35,7 @@ class TensorRTRunner:
         self.graph_safe = True  # enqueue is capturable after the first (warm-up) call
         self.history_len = 0
         self.min_frame_size = 1  # the engine's profile sets the real bounds
+        self.frame_format = FrameFormat()
         self.meta: dict[str, Any] = {}
         self._context: Any = None
         self._out: torch.Tensor | None = None
@@ -70,6 +72,7 @@ class TensorRTRunner:
             )
         self._stream = torch.cuda.Stream(self.device)
         self.history_len = int(self.meta["history_len"])
+        self.frame_format = FrameFormat.of_dict(self.meta.get("frames", {}))
         self.name = f"tensorrt-{self.meta['precision']}"
         self._input, self._output = self.meta["input"]["name"], self.meta["output"]["name"]
         return self
@@ -100,10 +103,9 @@ class TensorRTRunner:
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Raise RunnerError if `shape` (B, C, H, W) is outside the engine's profile."""
         b, c, h, w = shape
-        if c != 3 * self.history_len:
-            raise RunnerError(
-                self.path, f"input has {c} channels, the engine takes {3 * self.history_len}"
-            )
+        want = self.frame_format.channels * self.history_len
+        if c != want:
+            raise RunnerError(self.path, f"input has {c} channels, the engine takes {want}")
         for name, v in (("batch", b), ("height", h), ("width", w)):
             lo, _, hi = self.meta["profile"][name]
             if not lo <= v <= hi:
@@ -132,7 +134,8 @@ class TensorRTRunner:
             self._out = self._shape = None
             if not self._context.set_input_shape(self._input, shape):
                 raise RunnerError(self.path, f"TensorRT refused the input shape {shape}")
-            self._out, self._shape = history.new_empty(shape[0], 3, *shape[2:]), shape
+            c = self.frame_format.channels
+            self._out, self._shape = history.new_empty(shape[0], c, *shape[2:]), shape
         assert self._out is not None
         for name, tensor in ((self._input, history), (self._output, self._out)):
             # False for an address TensorRT cannot use, e.g. not 256-byte aligned (a view at
