@@ -8,7 +8,8 @@ emulator unpaced, and records the training process's resident memory (and the pr
 process's) against the frames received, every 10 steps, until `--frames`. The claim checked:
 after 200,000 frames the training process is within 100 MiB of what it was after 20,000.
 
-`sampler`: with the emulator streaming into the store, draws clips for each preset's training
+`sampler`: with the emulator streaming into the store (paced to `--fps`, 500: unpaced it takes
+a whole core of a 2-core machine from training), draws clips for each preset's training
 shape (history + unrolled steps, crop) for `--seconds`, and sets that rate against the clips
 training consumes per second (2 batches per step: D's and G's), measured by training a few
 steps of that preset on this machine with the emulator running beside it.
@@ -119,7 +120,7 @@ def memory(frames: int, out: Path) -> None:
     print(table)
 
 
-def sampler(seconds: float, steps: int, out: Path) -> None:
+def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
     rows = []
     for preset in ("small", "paper"):
         cfg: TrainConfig = dataclasses.replace(
@@ -134,7 +135,7 @@ def sampler(seconds: float, steps: int, out: Path) -> None:
             device="cpu",
         )
         clip_len = cfg.model.history_len + cfg.unroll
-        opts = LiveOptions(holdout=0.0)
+        opts = LiveOptions(holdout=0.0, max_fps=fps)
         with LiveFeed(parse_stream(GAME), opts, clip_len, cfg.crop) as feed:  # type: ignore[arg-type]
             feed.wait_ready()
             s = ClipSampler(feed.store.snapshot, clip_len, cfg.crop, np.random.default_rng(0))
@@ -179,7 +180,8 @@ def sampler(seconds: float, steps: int, out: Path) -> None:
                 for r in rows
             ),
             "",
-            f"With {GAME} streaming into the store (its own process, unpaced). Sampler: "
+            f"With {GAME} streaming into the store (its own process, paced to {fps:g} "
+            "frames/s: unpaced, it takes a core from training on 2 cores). Sampler: "
             f"{seconds:g} s of batches drawn from the live store with the movement filter. "
             f"Demand: 2 batches per training step (D's and G's), from {steps} steps of each "
             "preset trained on this CPU from the same stream (adversarial, full unroll). A GPU "
@@ -197,12 +199,13 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=200_000)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--steps", type=int, default=20, help="training steps per preset (sampler)")
+    p.add_argument("--fps", type=float, default=500, help="emulator pace (sampler)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     if args.what == "memory":
         memory(args.frames, args.out)
     else:
-        sampler(args.seconds, args.steps, args.out)
+        sampler(args.seconds, args.steps, args.fps, args.out)
 
 
 if __name__ == "__main__":
