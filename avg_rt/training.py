@@ -52,6 +52,18 @@ def data_format(data: Data) -> FrameFormat | None:
     return None if stream is None or isinstance(stream, AtariStream) else stream.fmt
 
 
+def frame_options(
+    data: Data, channels: int | None, value_range: tuple[float, float] | None
+) -> tuple[int | None, tuple[float, float] | None, FrameFormat | None]:
+    """(channels, value_range) for the model: those given, else what `data` declares (raw
+    frames), else None (the preset's); and the declared format, for `check_format`."""
+    declared = data_format(data)
+    if declared is not None:
+        channels = channels if channels is not None else declared.channels
+        value_range = value_range or declared.value_range
+    return channels, value_range, declared
+
+
 @contextlib.contextmanager
 def open_training_data(
     data: Data,
@@ -131,10 +143,7 @@ def train(
     from avg_rt.config import resolve_config
     from avg_rt.train.loop import train as run
 
-    declared = data_format(data)
-    if declared is not None:
-        channels = channels if channels is not None else declared.channels
-        value_range = value_range or declared.value_range
+    channels, value_range, declared = frame_options(data, channels, value_range)
     cfg = resolve_config(preset, None, channels, value_range, **overrides)
     check_format(cfg, declared, str(data))
     with open_training_data(data, cfg, test, live=live) as d:

@@ -31,7 +31,7 @@ def split(clip: torch.Tensor, history_len: int) -> tuple[torch.Tensor, torch.Ten
     return clip[:, :history_len].reshape(n, history_len * c, h, w), clip[:, history_len:]
 
 
-def feedback_8bit(cfg: TrainConfig) -> bool:
+def feeds_back_8bit(cfg: TrainConfig) -> bool:
     """Whether unrolled steps see 8-bit frames: asked for, and the frames are 8-bit."""
     return cfg.feedback_8bit and cfg.model.value_range is None
 
@@ -138,7 +138,7 @@ def d_logits(
     L, n = cfg.model.history_len, cfg.model.n_scales
     history, targets = split(clip[:, : L + steps], L)
     with torch.no_grad():
-        fake, fake_windows = unroll(unwrap(G), history, steps, feedback_8bit(cfg))
+        fake, fake_windows = unroll(unwrap(G), history, steps, feeds_back_8bit(cfg))
     real = [pyramid(targets[:, j], n) for j in range(steps)]
     real_windows = [split(clip[:, j : j + L + 1], L)[0] for j in range(steps)]
     real_in, real_hist = _d_inputs(real, real_windows, cfg, corner)
@@ -190,7 +190,7 @@ def g_step(
     L, n = cfg.model.history_len, cfg.model.n_scales
     history, targets = split(clip[:, : L + steps], L)
     with _autocast(clip, autocast):
-        preds, windows = unroll(G, history, steps, feedback_8bit(cfg))
+        preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg))
         joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, C, h, w) per scale
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
         d_logits = None

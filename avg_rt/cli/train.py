@@ -177,7 +177,7 @@ def train(
     ffmpeg -i cam.mp4 -f rawvideo -pix_fmt rgb24 - | avg-rt train --data raw:-:210x160x3 ...
     """
     from avg_rt.runners import resolve_device
-    from avg_rt.training import check_format, data_format
+    from avg_rt.training import check_format, frame_options
 
     overrides = dict(
         steps=steps,
@@ -202,9 +202,7 @@ def train(
         amp=amp,
         seed=seed,
     )
-    declared = data_format(data)  # raw frames say what they are
-    vrange = _value_range(value_range) or (declared.value_range if declared else None)
-    chans = channels if channels is not None else declared.channels if declared else None
+    chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
     cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 

@@ -71,10 +71,6 @@ class ClipSampler:
         lo, hi = fmt.bounds
         self._scale = np.float32(2 / (hi - lo))  # frame units -> [-1, 1] units
 
-    @property
-    def videos(self) -> Sequence[Video]:
-        return self._videos()
-
     def _candidate(self) -> np.ndarray:
         videos = self._videos()
         v = videos[int(self.rng.integers(len(videos)))]

@@ -40,8 +40,7 @@ class FrameFormat:
     @classmethod
     def of(cls, cfg: ModelConfig) -> FrameFormat:
         """The format a model was configured for."""
-        vr = cfg.value_range
-        return cls(cfg.channels, None if vr is None else (float(vr[0]), float(vr[1])))
+        return cls.of_dict({"channels": cfg.channels, "value_range": cfg.value_range})
 
     @classmethod
     def of_dict(cls, data: dict[str, Any]) -> FrameFormat:

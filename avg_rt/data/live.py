@@ -614,11 +614,6 @@ class LiveFeed:
             )
         return None
 
-    @property
-    def done(self) -> bool:
-        """The stream ended normally (training goes on with the store)."""
-        return self._done
-
     def wait_ready(self, on_wait: Callable[[SegmentStore], None] | None = None) -> None:
         """Block until the store can feed training; raise DataError naming the stream if the
         stream fails first or ends without enough frames."""

@@ -309,10 +309,9 @@ def load_video(
     if cache_dir is not None and spec.fingerprint is not None:
         from avg_rt.data.cache import cached_frames
 
-        frames = cached_frames(spec, cache_dir, fmt)
+        frames = cached_frames(spec, cache_dir, fmt)  # converted before it was cached
     else:
-        frames = spec.decode()
-    frames = fmt.conform(frames, spec.name)
+        frames = fmt.conform(spec.decode(), spec.name)
     if len(frames) < min_frames:
         because = f" ({why})" if why else ""
         raise DataError(
