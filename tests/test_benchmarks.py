@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sys
 
 from typer.testing import CliRunner
 
@@ -161,11 +162,19 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
     module = runpy.run_path(str(script))
     steps = dict(module["steps"](tmp_path / "out", tmp_path / "work"))
     assert list(steps) == [
-        "doctor", "gpu tests", "runner tests", "export", "parity", "rollout overhead", "speed"
+        "doctor", "gpu tests", "runner tests", "export", "speed", "parity", "rollout overhead"
     ]  # fmt: skip
     assert steps["doctor"][-2:] == ["doctor", "--cuda"]
     assert "needs_cuda or needs_tensorrt" in steps["gpu tests"]
-    assert steps["speed"][-4:] == ["--device", "cuda", "--out", str(tmp_path / "out")]
+    assert steps["speed"][-6:] == [
+        "--preset", "paper", "--device", "cuda", "--out", str(tmp_path / "out")
+    ]  # fmt: skip
+    assert "--full" in dict(module["steps"](tmp_path / "out", tmp_path / "work", True))["speed"]
+    # A step past its time is stopped with what it started, and reported as exit 124.
+    code, output = module["run_step"](
+        [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], 2
+    )
+    assert code == 124 and "started" in output and "--step-timeout 2 s" in output
     for script_path in ("benchmarks/parity.py", "benchmarks/rollout_overhead.py"):
         assert (script.parents[1] / script_path).is_file()
     if not torch.cuda.is_available():

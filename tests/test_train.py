@@ -99,9 +99,10 @@ def test_resume_on_cuda(tiny_dataset, tmp_path):
     must go back to the CPU before set_rng_state."""
     train_v, test_v = _videos(tiny_dataset)
     cfg = dataclasses.replace(TINY, device="cuda", lr_decay=0.0)
-    train(dataclasses.replace(cfg, steps=3), train_v, tmp_path, test_v, progress=False)
-    train(cfg, train_v, tmp_path, test_v, resume=True, progress=False)
-    assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == 6
+    run = tmp_path / "run"  # tmp_path holds the data
+    train(dataclasses.replace(cfg, steps=3), train_v, run, test_v, progress=False)
+    train(cfg, train_v, run, test_v, resume=True, progress=False)
+    assert checkpoint.load(run / "checkpoint.pt")["step"] == 6
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -331,7 +331,8 @@ def _table(report: dict[str, Any], opts: SpeedOptions) -> str:
         f"Speed of the `{opts.preset}` generator on {report['device']}: {opts.steps}-step "
         f"rollouts, step latency over {opts.repeats} calls; % of peak = model FLOP/s against "
         f"a {report['peak_flops'] / 1e9:.0f} GFLOP/s FP32 matrix product measured in the "
-        f"same run (INT8 and BF16 rows pass 100%: their arithmetic is faster than FP32's).",
+        f"same run (TF32, FP16, BF16 and INT8 rows can pass 100%: their arithmetic is faster "
+        "than FP32's).",
         "",
         "| runner | frame | batch | rollout frames/s | step ms (median) | step ms (p95) | "
         "peak MiB | % of peak | steps ran |",
