@@ -62,12 +62,17 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
             "--no-adversarial",
             "--lr-g",
             "0.001",
+            "--l-num",
+            "1",
+            "--alpha",
+            "1.5",
             "--dry-run",
         ],
     )
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.output)
     assert cfg["steps"] == 7 and cfg["adversarial"] is False and cfg["lr_g"] == 0.001
+    assert cfg["l_num"] == 1 and cfg["alpha"] == 1.5
     assert cfg["lr_d"] == PRESETS["paper"].lr_d  # left to the preset
     assert cfg["model"]["g_maps"][0] == [128, 256, 128]  # the paper's
     assert not (tmp_path / "r").exists()

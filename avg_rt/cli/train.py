@@ -116,6 +116,12 @@ def train(
     lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
     lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
     lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
+    l_num: Annotated[
+        int | None, Opt(help="p of the Lp term: 2 (the TF project), 1 (sparser changes).")
+    ] = None,
+    alpha: Annotated[
+        float | None, Opt(help="Exponent of the gradient difference term (TF project: 2).")
+    ] = None,
     test: Annotated[
         Path | None, Opt(help="Held-out videos (default: DATA/Test if present).")
     ] = None,
@@ -196,6 +202,8 @@ def train(
         lam_adv=lam_adv,
         lam_lp=lam_lp,
         lam_gdl=lam_gdl,
+        l_num=l_num,
+        alpha=alpha,
         test_recursions=test_recursions,
         save_interval=save_interval,
         test_interval=test_interval,
