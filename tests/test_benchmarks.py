@@ -3,10 +3,12 @@
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
-from avg_rt.benchmark.quality import QualityOptions, run
+from avg_rt.benchmark.quality import QualityOptions, paired, run
 from avg_rt.cli import app
 
 cli = CliRunner()
@@ -31,6 +33,15 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
             assert len(res[key]["mean"]) == 4 and len(res[key]["ci95"]) == 4
     a, b = report["results"]["torch"]["psnr"]["mean"], report["results"]["onnx"]["psnr"]["mean"]
     assert max(abs(x - y) for x, y in zip(a, b)) < 0.1  # same model, two backends
+    # Per-clip scores at the table's steps (1, 2, 4) give paired differences on the same clips.
+    per_clip = report["results"]["torch"]["per_clip"]["psnr"]
+    assert len(per_clip) == 3 and all(len(c) == 3 for c in per_clip)
+    assert abs(sum(per_clip[2]) / 3 - report["results"]["torch"]["psnr"]["mean"][3]) < 1e-3
+    against_copy = paired(report, "torch", "copy last frame", "psnr")
+    assert list(against_copy) == [1, 2, 4]
+    copy = report["results"]["copy last frame"]["psnr"]["mean"]
+    assert abs(against_copy[4]["mean"] - (a[3] - copy[3])) < 1e-3
+    assert paired(report, "torch", "torch", "psnr")[1] == {"mean": 0.0, "ci95": 0.0, "n": 3}
     md = (tmp_path / "q.md").read_text()
     assert "| copy last frame |" in md and "step 4" in md and "step 8" not in md
     assert json.loads((tmp_path / "q.json").read_text())["environment"]["torch"]
@@ -95,7 +106,6 @@ def test_speed_benchmark_quick(tmp_path):
 
 def test_rollout_overhead_script(small_checkpoint, tmp_path):
     import runpy
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "rollout_overhead.py"
     args = ["--checkpoint", str(small_checkpoint), "--height", "32", "--width", "40"]
@@ -111,7 +121,6 @@ def test_rollout_overhead_script(small_checkpoint, tmp_path):
 
 def test_parity_script(small_checkpoint, tmp_path):
     import runpy
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "parity.py"
     args = ["--checkpoint", str(small_checkpoint), "--episodes", "1", "--start", "2"]
@@ -134,7 +143,6 @@ def test_parity_script(small_checkpoint, tmp_path):
 
 def test_generator_forms_script(tiny_dataset, tmp_path):
     import runpy
-    from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "generator_forms.py"
     args = ["--data", str(tiny_dataset), "--steps", "2", "--clips", "6"]
@@ -154,7 +162,6 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
     """The acceptance run's steps are real commands of this project; without a GPU it says
     so in one line and exits 1 instead of running CPU substitutes."""
     import runpy
-    from pathlib import Path
 
     import torch
 
@@ -180,3 +187,31 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
     if not torch.cuda.is_available():
         assert module["main"]([]) == 1
         assert "torch sees no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
+    """`benchmarks/live.py compare`: live-sN minus recorded-sN on the same clips, per seed and
+    pooled; 'within 0.3 dB' only where the whole interval is."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "live.py"
+    module = runpy.run_path(str(script))
+    rng = np.random.default_rng(0)
+    base = rng.normal(30, 3, size=(2, 50))  # steps 1, 2 x 50 clips: the clips' own spread
+    per = {
+        "live-s0": base + 0.05,
+        "recorded-s0": base,
+        "live-s1": base + 0.95,  # one seed far apart
+        "recorded-s1": base,
+        "live-s2": base,  # no recorded-s2: left out
+    }
+    results = {k: {"per_clip": {"psnr": v.tolist()}} for k, v in per.items()}
+    report = {"options": {"steps": 2}, "clips": 50, "results": results}
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps(report))
+    module["compare"](path, tmp_path, steps=(1, 2))
+    md = (tmp_path / "live-vs-recorded.md").read_text()
+    assert "| seed 0 | +0.05 ± 0.00 | +0.05 ± 0.00 | yes |" in md
+    assert "| seed 1 | +0.95 ± 0.00 | +0.95 ± 0.00 | no |" in md
+    assert "| pooled over 2 seeds | +0.50 ± 0.00 | +0.50 ± 0.00 | no |" in md
+    assert "seed 2" not in md

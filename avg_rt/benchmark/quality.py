@@ -150,6 +150,11 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         ]
         scores = {k: np.concatenate([b[k] for b in per_batch]) for k in per_batch[0]}
         results[label] = _aggregate(scores)
+        # Per clip at the table's steps, for paired comparisons of models on the same clips.
+        at = [t - 1 for t in TABLE_STEPS if t <= opts.steps]
+        results[label]["per_clip"] = {
+            m: np.round(cap_db(m, scores[m][:, at]), 4).T.tolist() for m in ("psnr", "ssim")
+        }
         if label in opts.models:
             accuracy = discriminator_accuracy(opts.models[label], history, truth)
             if accuracy is not None:
@@ -231,6 +236,19 @@ def versus_copy(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
             "ssim_steps_below_copy": below["ssim"],
             "psnr_moving_margin": margin.tolist(),
         }
+    return out
+
+
+def paired(report: dict[str, Any], a: str, b: str, metric: str) -> dict[int, dict[str, float]]:
+    """Model `a` minus model `b` on the same clips, per table step: the mean of the per-clip
+    differences and its 95% interval (a paired comparison: the clips' own spread cancels)."""
+    res = report["results"]
+    steps = [t for t in TABLE_STEPS if t <= report["options"]["steps"]]
+    out = {}
+    for step, x, y in zip(steps, res[a]["per_clip"][metric], res[b]["per_clip"][metric]):
+        d = np.subtract(x, y)
+        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        out[step] = {"mean": float(d.mean()), "ci95": float(half), "n": len(d)}
     return out
 
 
