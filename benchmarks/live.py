@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import re
 import tempfile
 import time
 from pathlib import Path
-
-import json
-import re
 
 import numpy as np
 from avg_rt.train.loop import train

@@ -42,6 +42,10 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
     copy = report["results"]["copy last frame"]["psnr"]["mean"]
     assert abs(against_copy[4]["mean"] - (a[3] - copy[3])) < 1e-3
     assert paired(report, "torch", "torch", "psnr")[1] == {"mean": 0.0, "ci95": 0.0, "n": 3}
+    # Copying never damages a still pixel; a model's damage is a percentage of the frame.
+    assert report["results"]["copy last frame"]["still_damaged"]["mean"] == [0.0] * 4
+    assert all(0 <= v <= 100 for v in report["results"]["torch"]["still_damaged"]["mean"])
+    assert "**still_damaged**" in (tmp_path / "q.md").read_text()
     md = (tmp_path / "q.md").read_text()
     assert "| copy last frame |" in md and "step 4" in md and "step 8" not in md
     assert json.loads((tmp_path / "q.json").read_text())["environment"]["torch"]

@@ -88,15 +88,22 @@ def clips(
     return arr[:, :4], arr[:, 4:]
 
 
-def _scores(frames: np.ndarray, truth: np.ndarray, moving: np.ndarray) -> dict[str, np.ndarray]:
+def _scores(
+    frames: np.ndarray, truth: np.ndarray, moving: np.ndarray, last: np.ndarray
+) -> dict[str, np.ndarray]:
     """{metric or metric_moving: (N, S)} of uint8 frames (N, S, H, W, 3) against the truth, on
-    all pixels and on the pixels of `moving` (N, S, H, W) bool."""
+    all pixels and on the pixels of `moving` (N, S, H, W) bool; and `still_damaged`, the
+    percentage of the frame's pixels that stay exactly as in the last input frame `last`
+    (N, H, W, 3) in the truth but not in the prediction."""
     scores = frame_metrics(
         frames_to_model(frames, "cpu"),
         frames_to_model(truth, "cpu"),
         {"": None, "_moving": torch.from_numpy(moving)},
     )
-    return {k: v.numpy() for k, v in scores.items()}
+    out = {k: v.numpy() for k, v in scores.items()}
+    still = (truth == last[:, None]).all(-1)
+    out["still_damaged"] = 100 * ((frames != truth).any(-1) & still).mean(axis=(2, 3))
+    return out
 
 
 def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
@@ -145,7 +152,7 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     for label, frames in predictions.items():
         b = opts.batch
         per_batch = [
-            _scores(frames[j : j + b], truth[j : j + b], moving[j : j + b])
+            _scores(frames[j : j + b], truth[j : j + b], moving[j : j + b], last[j : j + b])
             for j in range(0, len(history), b)
         ]
         scores = {k: np.concatenate([b[k] for b in per_batch]) for k in per_batch[0]}
@@ -265,7 +272,9 @@ def _table(report: dict[str, Any]) -> str:
         f"({'x'.join(map(str, report['frame_size']))}), mean ± 95% CI. PSNR and sharp "
         f"difference in dB on [0, 1] 8-bit frames (TF project's PSNR + 6.02 dB); 'moving': "
         f"pixels that change, relative to the last input frame, in the truth or in any "
-        f"model's prediction (one mask for every row, copying included).",
+        f"model's prediction (one mask for every row, copying included); 'still pixels "
+        f"damaged': % of the frame that the truth keeps exactly as in the last input frame "
+        f"and the prediction does not (0 for copying).",
         "",
         "| model | PSNR below copying at steps | SSIM below copying at steps | "
         "D accuracy (real / generated) |",
@@ -281,7 +290,8 @@ def _table(report: dict[str, Any]) -> str:
             f"{_steps(v['ssim_steps_below_copy'])} | {acc} |"
         )
     lines.append("")
-    for metric in ("psnr", "psnr_moving", "sharp_diff", "sharp_diff_moving", "ssim", "ssim_moving"):
+    metrics = ("psnr", "psnr_moving", "sharp_diff", "sharp_diff_moving", "ssim", "ssim_moving")
+    for metric in (*metrics, "still_damaged"):
         lines += [
             f"**{metric}**",
             "",
