@@ -96,7 +96,8 @@ def train(
         str | None,
         Opt(
             help="What G's scales predict: plain (the paper), residual (a refinement of the "
-            "coarser scale, the authors' code) or delta (a change to the last frame)."
+            "coarser scale, the authors' code), delta (a change to the last frame) or gated "
+            "(delta, applied only where a predicted gate is open: still pixels copied exactly)."
         ),
     ] = None,
     unroll: Annotated[
