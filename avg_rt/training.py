@@ -10,6 +10,7 @@ notebooks and programs (`avg_rt.fit`; `avg_rt.train` is the package of the loop)
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,12 @@ def stream_of(data: Data, fmt: FrameFormat, name: str = "stream") -> Any:
     return IterableStream(data, fmt, name)
 
 
+def resume_episode(state: dict[str, Any]) -> int:
+    """The emulator episode a resumed live run goes on from: the first it had not begun (0
+    for a run of recorded data, or a checkpoint from before this was saved)."""
+    return int(json.loads(state["live"])["episodes_begun"]) if "live" in state else 0
+
+
 def data_format(data: Data) -> FrameFormat | None:
     """The frame format a stream declares (raw frames), else None."""
     stream = parse_stream(data) if isinstance(data, str) else None
@@ -71,16 +78,20 @@ def open_training_data(
     test: str | Path | None = None,
     mmap_cache: bool = False,
     live: LiveOptions | None = None,
+    first_episode: int = 0,
 ) -> Iterator[TrainingData]:
     """What `data` holds, read as `cfg`'s frame format; a live stream runs inside the block
     (its store bounded by `live`; default: 1 GiB; held out by default: a tenth of the
-    emulator's segments unless `test` is given, none of other streams')."""
+    emulator's segments unless `test` is given, none of other streams'). An emulator starts
+    at episode `first_episode` (`resume_episode`: where a resumed run goes on)."""
     from avg_rt.data.sources import load_videos, open_source
 
     fmt = FrameFormat.of(cfg.model)
     min_frames = cfg.model.history_len + 1
     why = f"a {min_frames - 1}-frame history and a target"
     stream = stream_of(data, fmt)
+    if isinstance(stream, AtariStream):
+        stream = replace(stream, first_episode=first_episode)
     local = stream is None and isinstance(data, (str, Path))
     # DATA/.avg-rt-cache holds the test videos' cache too (a --test folder may be read-only).
     cache = Path(data) / ".avg-rt-cache" if mmap_cache and local else None  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from avg_rt.config import PRESETS
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import (
     END,
+    AtariStream,
     IterableStream,
     LiveFeed,
     LiveOptions,
@@ -31,6 +32,7 @@ from avg_rt.data.live import (
     parse_stream,
 )
 from avg_rt.errors import DataError
+from avg_rt.training import open_training_data, resume_episode
 
 # A short run: every interval small, so that logs, tests and checkpoints all happen.
 QUICK = dict(
@@ -77,6 +79,11 @@ def test_simulator_stream_trains_exports_and_rolls_out(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").open()]
     assert log[-1]["live/frames_received"] == 4 * 30
     assert log[-1]["data/sampler_clips_per_s"] > 0
+    # The checkpoint says how many episodes the stream had begun, where a resume goes on.
+    from avg_rt import checkpoint
+    from avg_rt.training import resume_episode
+
+    assert resume_episode(checkpoint.load(ckpt)) == 4
 
     from avg_rt.export.pipeline import ExportOptions, export
     from avg_rt.export.shapes import Range, ShapeRanges
@@ -181,6 +188,31 @@ def test_store_keeps_recent_segments_within_its_limit_and_holds_out_a_fraction()
     for _ in range(10):
         most.add(np.zeros((20, 32, 32, 3), np.uint8))
     assert most.ready() and len(most.test) == 2 and len(most.segments) == 2  # 8 of 10 held
+
+
+def test_episodes_are_counted_as_begun_and_a_resumed_emulator_goes_on_from_there(
+    monkeypatch,
+):
+    store = SegmentStore(LiveOptions(segment_frames=20), clip_len=5, crop=32, name="s")
+    for frames in (25, 30):  # two episodes, each cut into segments
+        store.add(np.zeros((frames, 32, 32, 3), np.uint8))
+        store.episode_end()
+    store.add(np.zeros((3, 32, 32, 3), np.uint8))  # the third has begun, not ended
+    assert store.stats.episodes_begun == 3 and store.stats.segments_received == 4
+    assert resume_episode({}) == 0  # recorded data, or a checkpoint from before
+    assert resume_episode({"live": json.dumps({"episodes_begun": 3})}) == 3
+
+    with open_training_data("atari:ms_pacman:max-frames=6", PRESETS["small"], None, False,
+                            LiveOptions(), 2) as data:  # fmt: skip
+        stream = data.train.stream
+    assert isinstance(stream, AtariStream) and stream.first_episode == 2
+    # (Every Ms. Pac-Man episode opens with the same frames: ask which episodes it plays.)
+    played = []
+    monkeypatch.setattr(
+        "avg_rt.data.atari.play", lambda cfg, episode: played.append(episode) or iter([])
+    )
+    items = stream.items()
+    assert [next(items), next(items)] == [END, END] and played == [2, 3]
 
 
 def test_stream_specs_parse_and_bad_ones_say_what_is_wrong():

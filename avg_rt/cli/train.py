@@ -218,11 +218,14 @@ def train(
     check_run_folder(out, resume)  # before reading any data
     local = [Path(p) for p in (data, test) if p is not None and Path(p).exists()]
     check_outside(out, local)
+    first_episode = 0  # of a live emulator
     if resume:
         from avg_rt import checkpoint
+        from avg_rt.training import resume_episode
 
         state = checkpoint.load(out / CHECKPOINT)
         check_resumable(state, out / CHECKPOINT)
+        first_episode = resume_episode(state)
         saved = state["config"]
         # The network asked for: the preset's (with --form) if --preset is given, else the
         # run's own with --form applied.
@@ -263,7 +266,7 @@ def train(
         max_fps=live_fps,
     )
     main = from_env().is_main  # under torchrun, rank 0 speaks
-    with open_training_data(data, cfg, test, mmap_cache, live) as d:
+    with open_training_data(data, cfg, test, mmap_cache, live, first_episode) as d:
         if main:
             typer.echo(f"{d.description}; run folder {out}")
         try:

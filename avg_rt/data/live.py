@@ -49,10 +49,12 @@ CHUNK = 32  # frames per message from the producer
 
 @dataclass(frozen=True)
 class AtariStream:
-    """Episodes of an ale-py game played live (`avg_rt.data.atari.play`), episode 0, 1, ...
-    until stopped. Runs in its own process: the emulator is CPU-bound."""
+    """Episodes of an ale-py game played live (`avg_rt.data.atari.play`), episode
+    `first_episode`, the next, ... until stopped (a resumed run goes on from the episodes it
+    had begun). Runs in its own process: the emulator is CPU-bound."""
 
     cfg: Any  # avg_rt.data.atari.AtariConfig
+    first_episode: int = 0
     in_process = True
 
     @property
@@ -66,7 +68,7 @@ class AtariStream:
     def items(self, stop: threading.Event | None = None) -> Iterator[Any]:
         from avg_rt.data.atari import play
 
-        for episode in count():
+        for episode in count(self.first_episode):
             yield from play(self.cfg, episode)
             yield END
 
@@ -401,6 +403,7 @@ class LiveOptions:
 @dataclass
 class StoreStats:
     frames_received: int = 0
+    episodes_begun: int = 0  # episodes of which at least one frame arrived
     segments_received: int = 0
     segments_dropped: int = 0  # too short for a clip
     started: float = field(default_factory=time.monotonic)
@@ -420,6 +423,7 @@ class SegmentStore:
         self._frame_shape: tuple[int, ...] | None = None
         self._index = 0  # segments completed so far
         self._held = 0  # segments held out so far (the test set included)
+        self._in_episode = False  # frames of the episode in progress have arrived
 
     def snapshot(self) -> list[Video]:
         return self.segments
@@ -447,6 +451,9 @@ class SegmentStore:
                 f"frame {self.stats.frames_received} is {'x'.join(map(str, chunk.shape[1:]))} "
                 f"but the stream's frames are {'x'.join(map(str, self._frame_shape))}",
             )
+        if len(chunk) and not self._in_episode:
+            self._in_episode = True
+            self.stats.episodes_begun += 1
         self.stats.frames_received += len(chunk)
         while len(chunk):
             take = min(len(chunk), self.opts.segment_frames - self._pending_frames)
@@ -456,8 +463,13 @@ class SegmentStore:
             if self._pending_frames == self.opts.segment_frames:
                 self.end()
 
+    def episode_end(self) -> None:
+        """The episode in progress is over."""
+        self._in_episode = False
+        self.end()
+
     def end(self) -> None:
-        """The episode in progress is over (or its segment is full)."""
+        """The segment in progress is over (its episode ended, or it is full)."""
         pending, n = self._pending, self._pending_frames
         self._pending, self._pending_frames = [], 0
         if n < self.clip_len:
@@ -585,7 +597,7 @@ class LiveFeed:
                     case "frames":
                         self.store.add(message[1])
                     case "end":
-                        self.store.end()
+                        self.store.episode_end()
                     case "done":
                         self._done = True
                     case "error":
