@@ -53,11 +53,6 @@ class ModelConfig:
     # scale), added and clamped to [-1, 1], with the last convolution zero-initialised, so
     # "nothing changes" is the starting point and an exact output. Replaces `residual`.
     delta: bool = False
-    # Not in the paper, with `delta`: every scale also predicts a gate per pixel, and a change
-    # is applied only where its gate is open (logit > 0), so a still pixel is copied exactly
-    # however small the network's output there; trained straight-through (the forward pass
-    # uses the hard gate, the gradient that of the sigmoid). Starts closed: "nothing changes".
-    gate: bool = False
     # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
     # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
     init: str = "tf"
@@ -102,8 +97,6 @@ class ModelConfig:
                 raise ConfigError(f"value_range must be finite with lo < hi, got {lo}, {hi}")
         if self.delta and self.residual:
             raise ConfigError("delta replaces residual: set at most one of them")
-        if self.gate and not self.delta:
-            raise ConfigError("gate gates a delta generator's changes: it needs delta")
         if self.init not in ("tf", "torch"):
             raise ConfigError(f"init must be tf or torch, got {self.init!r}")
         if len(self.g_kernels) != self.n_scales:
@@ -267,13 +260,7 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-# --form: (residual, delta, gate).
-FORMS = {
-    "plain": (False, False, False),
-    "residual": (True, False, False),
-    "delta": (False, True, False),
-    "gated": (False, True, True),
-}
+FORMS = {"plain": (False, False), "residual": (True, False), "delta": (False, True)}
 
 
 def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
@@ -282,8 +269,8 @@ def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
         return model
     if form not in FORMS:
         raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
-    residual, delta, gate = FORMS[form]
-    return dataclasses.replace(model, residual=residual, delta=delta, gate=gate)
+    residual, delta = FORMS[form]
+    return dataclasses.replace(model, residual=residual, delta=delta)
 
 
 def resolve_config(

@@ -76,17 +76,6 @@ def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
     return x + (clamped - x).detach() if straight_through else clamped
 
 
-def gated(change: torch.Tensor, logit: torch.Tensor, straight_through: bool) -> torch.Tensor:
-    """`change` (B, C, h, w) where `logit` (B, 1, h, w) > 0, else exactly 0. `straight_through`
-    (training): the gradient is that of change * sigmoid(logit), so a closed gate still
-    learns to open and the change behind it still learns what it should be."""
-    hard = change * (logit > 0).to(change.dtype)
-    if not straight_through:
-        return hard
-    soft = change * torch.sigmoid(logit)
-    return soft + (hard - soft).detach()
-
-
 class Generator(nn.Module):
     """Coarse-to-fine generator: (B, C * history_len, H, W) in [-1, 1] -> (B, C, H, W), C =
     `cfg.channels`."""
@@ -96,9 +85,8 @@ class Generator(nn.Module):
         cfg.validate()
         self.cfg = cfg
         c = cfg.channels
-        out = c + 1 if cfg.gate else c  # the gate's logit after the frame's channels
         self.scales = nn.ModuleList(
-            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, out)
+            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, c)
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
@@ -122,10 +110,7 @@ class Generator(nn.Module):
                 out = net(torch.cat([x, up], dim=1))  # C * history_len + C channels in
             else:
                 up, out = None, net(x)
-            if self.cfg.gate:  # a change where the gate is open, else the last frame exactly
-                change = gated(out[:, :c], out[:, c:], straight_through=self.training)
-                preds.append(clip_unit(x[:, -c:] + change, straight_through=self.training))
-            elif self.cfg.delta:  # a change to the last input frame at this scale
+            if self.cfg.delta:  # a change to the last input frame at this scale
                 preds.append(clip_unit(x[:, -c:] + out, straight_through=self.training))
             elif up is not None and self.cfg.residual:  # authors' form: refine the coarser one
                 preds.append(torch.tanh(out + up))

@@ -121,37 +121,6 @@ def test_delta_form_starts_as_copying_and_stays_in_range():
         dataclasses.replace(SMALL, delta=True, residual=True).validate()
 
 
-def test_gated_form_copies_still_pixels_exactly_and_learns_to_open():
-    from avg_rt.config import with_form
-
-    g = Generator(with_form(SMALL, "gated"))
-    x = torch.rand(2, 12, 40, 48) * 2 - 1
-    for p, last in zip(g.forward_scales(x), pyramid(x, 4)):
-        assert torch.equal(p, last[:, -3:])  # starts closed: "nothing changes", exactly
-    # Some change everywhere, a gate open only on the left half of the finest scale: the
-    # right half is the last frame to the bit, however large the change behind the gate.
-    finest = g.scales[-1].convs[-1]
-    torch.nn.init.normal_(finest.weight[:3], std=0.5)
-    with torch.no_grad():
-        finest.weight[3].zero_()
-        finest.bias[3] = -1.0
-    out = g.eval()(x)
-    assert torch.equal(out, x[:, -3:])  # closed everywhere
-    with torch.no_grad():
-        finest.bias[3] = 1.0
-    assert (g(x) != x[:, -3:]).float().mean() > 0.5  # open everywhere: the changes show
-    # Train and eval forwards agree (the gate is hard in both); in training the gradient
-    # reaches the gate's logit through the sigmoid even where the gate is closed.
-    with torch.no_grad():
-        finest.bias[3] = -1.0
-    train_out = g.train()(x)
-    assert torch.equal(train_out, g.eval()(x))
-    g.train()(x).sub(torch.rand(2, 3, 40, 48)).square().mean().backward()
-    assert finest.bias.grad is not None and finest.bias.grad[3].abs() > 0
-    with pytest.raises(ConfigError, match="needs delta"):
-        dataclasses.replace(SMALL, delta=False, gate=True).validate()
-
-
 def test_straight_through_clamp_keeps_the_gradient_of_saturated_pixels():
     from avg_rt.model import clip_unit
 

@@ -96,8 +96,7 @@ def train(
         str | None,
         Opt(
             help="What G's scales predict: plain (the paper), residual (a refinement of the "
-            "coarser scale, the authors' code), delta (a change to the last frame) or gated "
-            "(delta, applied only where a predicted gate is open: still pixels copied exactly)."
+            "coarser scale, the authors' code) or delta (a change to the last frame)."
         ),
     ] = None,
     unroll: Annotated[
