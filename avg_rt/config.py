@@ -128,6 +128,9 @@ class TrainConfig:
     lam_adv: float = 0.05
     lam_lp: float = 1.0
     lam_gdl: float = 1.0
+    # Not in the paper: the Lp term's weight on pixels the target keeps exactly from the frame
+    # before it (1: every pixel alike), against a generator that changes still pixels.
+    still_weight: float = 1.0
     l_num: int = 2  # p of the Lp loss
     alpha: float = 1.0  # exponent of the gradient difference loss
     lr_g: float = 4e-5  # Adam
@@ -200,7 +203,7 @@ class TrainConfig:
             raise ConfigError(
                 f"d_label_smoothing must be in [0, 0.5), got {self.d_label_smoothing}"
             )
-        for name in ("lr_g", "lr_d", "lam_lp", "lam_gdl", "alpha", "l_num"):
+        for name in ("lr_g", "lr_d", "lam_lp", "lam_gdl", "alpha", "l_num", "still_weight"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.unfiltered_prob <= 1.0:

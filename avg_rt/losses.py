@@ -23,10 +23,18 @@ def _per_clip_sum(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).sum(1).mean()
 
 
-def lp_loss(preds: list[torch.Tensor], targets: list[torch.Tensor], l_num: int) -> torch.Tensor:
-    """Sum of |G - Y|^l_num per clip, mean over batch and scales."""
-    terms = [_per_clip_sum((p - y).abs() ** l_num) for p, y in zip(preds, targets)]
-    return torch.stack(terms).mean()
+def lp_loss(
+    preds: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    l_num: int,
+    weights: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Sum of |G - Y|^l_num per clip (each pixel times its `weights` (N, 1, h, w) per scale,
+    if given), mean over batch and scales."""
+    errors = [(p - y).abs() ** l_num for p, y in zip(preds, targets)]
+    if weights is not None:
+        errors = [e * w for e, w in zip(errors, weights)]
+    return torch.stack([_per_clip_sum(e) for e in errors]).mean()
 
 
 def _abs_grads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +73,7 @@ def generator_loss(
     targets: list[torch.Tensor],
     cfg: TrainConfig,
     d_logits: list[torch.Tensor] | None = None,
+    lp_weights: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """lam_lp * Lp + lam_gdl * GDL (+ lam_adv * adversarial when `d_logits` are given).
 
@@ -72,12 +81,13 @@ def generator_loss(
     term reaches the generator through D. Lp and GDL are sums over a patch_size x patch_size
     clip: on larger crops they are scaled by patch_size^2 / (H W), so that the balance the
     weights set does not depend on the crop. Returns the total and each unweighted term by
-    name (not detached: `train.steps` measures each term's gradient).
+    name (not detached: `train.steps` measures each term's gradient). `lp_weights`: per-pixel
+    weights of the Lp term per scale (`still_weights`).
     """
     h, w = targets[-1].shape[-2:]
     area = cfg.model.patch_size**2 / (h * w)
     terms = {
-        "lp": area * lp_loss(preds, targets, cfg.l_num),
+        "lp": area * lp_loss(preds, targets, cfg.l_num, lp_weights),
         "gdl": area * gdl_loss(preds, targets, cfg.alpha),
     }
     total = cfg.lam_lp * terms["lp"] + cfg.lam_gdl * terms["gdl"]

@@ -125,3 +125,32 @@ def test_split_layout():
     assert history.shape == (2, 12, 2, 2) and targets.shape == (2, 2, 3, 2, 2)
     torch.testing.assert_close(history[:, 3:6], clip[:, 1])  # oldest first, RGB within
     torch.testing.assert_close(targets[:, 1], clip[:, 5])
+
+
+def test_still_weights_mark_pixels_the_target_keeps_from_the_frame_before():
+    from avg_rt.train.steps import still_weights
+
+    from avg_rt.losses import lp_loss
+
+    # 2 clips, 2 unrolled steps, 8x8 frames: step 1's target keeps the left half of the frame
+    # before it; step 2's target keeps all of step 1's target except one pixel in one channel.
+    before1 = torch.zeros(2, 1, 3, 8, 8)
+    target1 = before1.clone()
+    target1[..., 4:] = 0.5
+    target2 = target1.clone()
+    target2[:, :, 1, 0, 0] = -0.5
+    targets = torch.cat([target1, target2], dim=1)
+    before = torch.cat([before1, target1], dim=1)
+    w = still_weights(targets, before, 10.0, 2)
+    fine = w[-1]  # (steps * clips, 1, 8, 8), step-major like the unrolled predictions
+    assert fine.shape == (4, 1, 8, 8)
+    assert torch.equal(fine[0, 0, :, :4], torch.full((8, 4), 10.0))
+    assert torch.equal(fine[0, 0, :, 4:], torch.ones(8, 4))
+    assert fine[2, 0, 0, 0] == 1 and (fine[2, 0].flatten()[1:] == 10).all()
+    assert w[0].shape == (4, 1, 4, 4)
+    # An error on a still pixel costs `weight` times what it costs on a moving one.
+    pred, truth = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    pred[0, 0, 0, 0] = pred[0, 0, 1, 1] = 1.0
+    weights = torch.tensor([[[[10.0, 1.0], [1.0, 1.0]]]])
+    assert lp_loss([pred], [truth], 2, [weights]).item() == 11.0
+    assert lp_loss([pred], [truth], 2).item() == 2.0

@@ -31,6 +31,18 @@ def split(clip: torch.Tensor, history_len: int) -> tuple[torch.Tensor, torch.Ten
     return clip[:, :history_len].reshape(n, history_len * c, h, w), clip[:, history_len:]
 
 
+def still_weights(
+    targets: torch.Tensor, before: torch.Tensor, weight: float, n_scales: int
+) -> list[torch.Tensor]:
+    """Per-pixel Lp weights for targets (N, S, C, h, w) whose preceding true frames are
+    `before` (same shape): `weight` where a target pixel equals the one before it in every
+    channel, 1 elsewhere; in the step-major order of the unrolled predictions, resized to
+    every scale (coarsest first)."""
+    still = (targets == before).all(dim=2, keepdim=True).float()  # (N, S, 1, h, w)
+    w = 1 + (weight - 1) * still
+    return pyramid(w.transpose(0, 1).flatten(0, 1), n_scales)
+
+
 def feeds_back_8bit(cfg: TrainConfig) -> bool:
     """Whether unrolled steps see 8-bit frames: asked for, and the frames are 8-bit."""
     return cfg.feedback_8bit and cfg.model.value_range is None
@@ -193,12 +205,16 @@ def g_step(
         preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg))
         joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, C, h, w) per scale
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
+        lp_weights = None
+        if cfg.still_weight != 1:
+            before = torch.cat([clip[:, L - 1 : L], targets[:, : steps - 1]], dim=1)
+            lp_weights = still_weights(targets[:, :steps], before, cfg.still_weight, n)
         d_logits = None
         if D is not None:
             D = unwrap(D)
             D.requires_grad_(False)
             d_logits = D(*_d_inputs(preds, windows, cfg, corner))
-        loss, terms = generator_loss(joined, truth, cfg, d_logits)
+        loss, terms = generator_loss(joined, truth, cfg, d_logits, lp_weights)
     logs = {}
     if measure_gradients:
         weights = {"lp": cfg.lam_lp, "gdl": cfg.lam_gdl, "adv": cfg.lam_adv}

@@ -116,6 +116,10 @@ def train(
     lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
     lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
     lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
+    still_weight: Annotated[
+        float | None,
+        Opt(help="Weight of the Lp term on pixels the target keeps from the frame before (1)."),
+    ] = None,
     l_num: Annotated[
         int | None, Opt(help="p of the Lp term: 2 (the TF project), 1 (sparser changes).")
     ] = None,
@@ -203,6 +207,7 @@ def train(
         lam_lp=lam_lp,
         lam_gdl=lam_gdl,
         l_num=l_num,
+        still_weight=still_weight,
         alpha=alpha,
         test_recursions=test_recursions,
         save_interval=save_interval,
