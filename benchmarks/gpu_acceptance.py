@@ -61,7 +61,8 @@ def steps(out: Path, work: Path, full: bool = False) -> list[tuple[str, list[str
 
 def run_step(cmd: list[str], timeout: float | None) -> tuple[int, str]:
     """Exit status and output of one step; a step past `timeout` is stopped with everything
-    it started (its own process group) and reported as exit 124."""
+    it started (its own process group) and reported as exit 124. The step runs in its own
+    session, so Ctrl-C or a SIGTERM of this script stops it here, before going on up."""
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -71,18 +72,25 @@ def run_step(cmd: list[str], timeout: float | None) -> tuple[int, str]:
         return proc.returncode, output
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+        try:  # a grandchild in a session of its own may still hold the pipe
+            output, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.stdout.close()  # type: ignore[union-attr]
+            output = "[its output was held open by a process it started]"
         return 124, output + f"\n[stopped after --step-timeout {timeout:g} s]\n"
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
 
-def write_summary(out: Path, gpu: str, done: list[dict[str, Any]]) -> list[str]:
+def write_summary(out: Path, gpu: str, done: list[dict[str, Any]], command: str) -> list[str]:
     """summary.json and summary.md for the steps done so far; the failed steps' names."""
     failed = [str(d["step"]) for d in done if d["returncode"] != 0]
     report = {"gpu": gpu, "environment": environment(), "failed": failed, "steps": done}
     atomic_write_text(out / "summary.json", json.dumps(report, indent=2), overwrite=True)
     lines = [
         f"GPU acceptance on {gpu}: {len(done) - len(failed)} of {len(done)} steps passed, "
-        f"with `{' '.join(['python', 'benchmarks/gpu_acceptance.py', *sys.argv[1:]])}`.",
+        f"with `{command}`.",
         "",
         "| step | exit | seconds | command |",
         "|---|---|---|---|",
@@ -110,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     done: list[dict[str, Any]] = []
     failed: list[str] = []
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python", "benchmarks/gpu_acceptance.py", *given])
     with tempfile.TemporaryDirectory(prefix="avg-rt-acceptance-") as tmp:
         for name, cmd in steps(out, Path(tmp), args.full):
             print(f"== {name}: {' '.join(cmd)}", flush=True)
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 verification = Path(tmp) / "export" / "verification.json"
                 if verification.is_file():
                     (out / "export-verification.json").write_text(verification.read_text())
-            failed = write_summary(out, gpu, done)
+            failed = write_summary(out, gpu, done, command)
     print(f"wrote {out}/summary.json and .md; failed: {', '.join(failed) or 'none'}")
     return len(failed)
 

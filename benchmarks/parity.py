@@ -53,15 +53,22 @@ class TorchWithoutOneDNN(TorchRunner):
             torch.backends.mkldnn.enabled = before
 
 
+def label(runner: Runner) -> str:
+    """The runner's name, "+graph" added for one that replays its own CUDA graph."""
+    return runner.name + (" +graph" if getattr(runner, "cuda_graph", False) else "")
+
+
 def candidates(checkpoint: Path, onnx_dir: Path, h: int, w: int) -> Iterator[Runner]:
     """torch without oneDNN, then the speed benchmark's runners except the reference itself,
-    each once: the speed benchmark also runs some with CUDA graphs, which replay the same
-    kernels, and `verify` calls `predict` step by step."""
-    yield TorchWithoutOneDNN(checkpoint)
+    each once: the speed benchmark also runs torch runners a second time with the rollout
+    capturing CUDA graphs, which `verify` (step by step) does not use; an onnxruntime
+    runner with its own CUDA graph is another path and stays."""
     seen = {"torch-cpu"}
+    yield TorchWithoutOneDNN(checkpoint)
     for runner, _ in all_runners(checkpoint, onnx_dir, 1, h, w):
-        if runner.name not in seen:
-            seen.add(runner.name)
+        key = label(runner)
+        if key not in seen:
+            seen.add(key)
             yield runner
 
 
@@ -126,10 +133,10 @@ def main(argv: list[str] | None = None) -> None:
                     ],
                     "psnr": [min(s[t]["psnr"] for s in steps) for t in range(args.steps)],
                 }
-            rows.append({"runner": candidate.name, "precision": precision, **per_kind})
+            rows.append({"runner": label(candidate), "precision": precision, **per_kind})
             forced, free = per_kind["forced"], per_kind["rollout"]
             print(
-                f"{candidate.name:24s} teacher-forced worst {max(forced['max_abs']):.1e}, "
+                f"{label(candidate):24s} teacher-forced worst {max(forced['max_abs']):.1e}, "
                 f"free-running step {args.steps}: max {free['max_abs'][-1]:.1e}, "
                 f"mean {free['mean_abs'][-1]:.1e}, {free['psnr'][-1]:.1f} dB"
             )

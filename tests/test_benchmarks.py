@@ -106,6 +106,7 @@ def test_speed_benchmark_quick(tmp_path):
     assert all(t["per_s"] > 0 for t in report["training"])
     md = (tmp_path / "s.md").read_text()
     assert "| onnxrt-cpu-fp16 | 32x32 | 2 |" in md and "Measured on" in md
+    assert report["complete"] and "Partial" not in md  # (written after each runner too)
 
 
 def test_rollout_overhead_script(small_checkpoint, tmp_path):
@@ -217,5 +218,6 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     md = (tmp_path / "live-vs-recorded.md").read_text()
     assert "| seed 0 | +0.05 ± 0.00 | +0.05 ± 0.00 | yes |" in md
     assert "| seed 1 | +0.95 ± 0.00 | +0.95 ± 0.00 | no |" in md
-    assert "| pooled over 2 seeds | +0.50 ± 0.00 | +0.50 ± 0.00 | no |" in md
+    # Over seeds the run is the unit: (0.05, 0.95) -> 0.50 +- 12.706 * 0.636 / sqrt 2.
+    assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     assert "seed 2" not in md

@@ -296,14 +296,27 @@ def run(opts: SpeedOptions) -> dict[str, Any]:
                             )
                             torch.cuda.empty_cache()
                         print(_row(rows[-1]), flush=True)
-    training = training_speed(opts, device)
+            # After each runner: a run cut short (a GPU lease's end) keeps what it measured.
+            _save(opts, device, peak, rows, None)
+    return _save(opts, device, peak, rows, training_speed(opts, device))
+
+
+def _save(
+    opts: SpeedOptions,
+    device: torch.device,
+    peak: float,
+    rows: list[dict[str, Any]],
+    training: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """Write the report so far; `training` None: not measured yet (said in the table)."""
     report = {
         "environment": environment(),
         "options": {k: str(v) for k, v in vars(opts).items()},
         "device": str(device),
         "peak_flops": peak,
         "rows": rows,
-        "training": training,
+        "training": training or [],
+        "complete": training is not None,
     }
     save(opts.name, report, _table(report, opts), opts.out)
     return report
@@ -339,6 +352,8 @@ def _table(report: dict[str, Any], opts: SpeedOptions) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in report["rows"]]
+    if not report["complete"]:
+        lines += ["", "(Partial: the run stopped before its last runner and the training speeds.)"]
     lines += ["", "| training | per second | sampler headroom |", "|---|---|---|"]
     for t in report["training"]:
         head = f"x{t['sampler_headroom']:.1f}" if "sampler_headroom" in t else ""
