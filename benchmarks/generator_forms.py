@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from avg_rt.train.loop import train
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, mean_ci95, save
 from avg_rt.benchmark.quality import clips, held_out_videos
 from avg_rt.checkpoint import load_generator
 from avg_rt.config import PRESETS
@@ -91,9 +91,8 @@ def _row(label: str, m: dict[str, torch.Tensor]) -> dict[str, float | str]:
     """Mean and 95% CI over clips of PSNR (capped at 100 dB: identical frames) and SSIM."""
     row: dict[str, float | str] = {"label": label}
     for k in ("psnr", "ssim"):
-        v = np.minimum(m[k].numpy(), 100.0)
-        row[k] = float(v.mean())
-        row[f"{k}_ci95"] = float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))
+        stats = mean_ci95(np.minimum(m[k].numpy(), 100.0))
+        row[k], row[f"{k}_ci95"] = stats["mean"], stats["ci95"]
     return row
 
 

@@ -207,6 +207,7 @@ def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
 
 
 def compare(report_path: Path, out: Path, steps: tuple[int, ...] = (1, 16)) -> None:
+    from avg_rt.benchmark.common import mean_ci95
     from avg_rt.benchmark.quality import paired
 
     report = json.loads(report_path.read_text())
@@ -222,12 +223,9 @@ def compare(report_path: Path, out: Path, steps: tuple[int, ...] = (1, 16)) -> N
     steps = tuple(t for t in steps if t in rows[f"seed {seeds[0]}"])
     if len(seeds) > 1:  # the seed is the unit: a t interval over the seeds' mean differences
         t = T975.get(len(seeds) - 1, 2.0)
-        over = {}
-        for step in steps:
-            d = np.array([rows[f"seed {n}"][step]["mean"] for n in seeds])
-            half = t * d.std(ddof=1) / np.sqrt(len(d))
-            over[step] = {"mean": float(d.mean()), "ci95": float(half), "n": len(d)}
-        rows[f"over {len(seeds)} seeds"] = over
+        rows[f"over {len(seeds)} seeds"] = {
+            step: mean_ci95([rows[f"seed {n}"][step]["mean"] for n in seeds], t) for step in steps
+        }
     lines = [
         f"All-pixel PSNR of training on the live emulator minus training on a recorded set, "
         f"same steps and seed, on the same {report['clips']} held-out clips "

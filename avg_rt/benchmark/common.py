@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from avg_rt.files import atomic_write_text
@@ -86,6 +87,14 @@ def timed(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def mean_ci95(values: Any, quantile: float = 1.96) -> dict[str, float]:
+    """Mean of a sample and the half-width of its 95% interval, `quantile` standard errors
+    (1.96: a normal interval; Student's t for a few samples); NaN half-width for one value."""
+    v = np.asarray(values, dtype=float)
+    half = quantile * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return {"mean": float(v.mean()), "ci95": float(half), "n": len(v)}
 
 
 def save(name: str, payload: dict[str, Any], table: str, out: Path = RESULTS) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, mean_ci95, save
 from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.frames import RGB8
 from avg_rt.data.sources import Video, load_videos, open_source
@@ -35,6 +35,13 @@ from avg_rt.predict import rollout
 from avg_rt.runners import frame_format, open_runner
 
 TABLE_STEPS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def table_steps(steps: int) -> list[int]:
+    """The steps of TABLE_STEPS that a rollout of `steps` steps has."""
+    return [t for t in TABLE_STEPS if t <= steps]
+
+
 BASELINE = "copy last frame"
 
 
@@ -158,7 +165,7 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         scores = {k: np.concatenate([b[k] for b in per_batch]) for k in per_batch[0]}
         results[label] = _aggregate(scores)
         # Per clip at the table's steps, for paired comparisons of models on the same clips.
-        at = [t - 1 for t in TABLE_STEPS if t <= opts.steps]
+        at = [t - 1 for t in table_steps(opts.steps)]
         results[label]["per_clip"] = {
             m: np.round(cap_db(m, scores[m][:, at]), 4).T.tolist() for m in ("psnr", "ssim")
         }
@@ -250,13 +257,14 @@ def paired(report: dict[str, Any], a: str, b: str, metric: str) -> dict[int, dic
     """Model `a` minus model `b` on the same clips, per table step: the mean of the per-clip
     differences and its 95% interval (a paired comparison: the clips' own spread cancels)."""
     res = report["results"]
-    steps = [t for t in TABLE_STEPS if t <= report["options"]["steps"]]
-    out = {}
-    for step, x, y in zip(steps, res[a]["per_clip"][metric], res[b]["per_clip"][metric]):
-        d = np.subtract(x, y)
-        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-        out[step] = {"mean": float(d.mean()), "ci95": float(half), "n": len(d)}
-    return out
+    return {
+        step: mean_ci95(np.subtract(x, y))
+        for step, x, y in zip(
+            table_steps(report["options"]["steps"]),
+            res[a]["per_clip"][metric],
+            res[b]["per_clip"][metric],
+        )
+    }
 
 
 def _jsonable(opts: QualityOptions) -> dict[str, Any]:
@@ -266,7 +274,7 @@ def _jsonable(opts: QualityOptions) -> dict[str, Any]:
 
 
 def _table(report: dict[str, Any]) -> str:
-    steps = [s for s in TABLE_STEPS if s <= report["options"]["steps"]]
+    steps = table_steps(report["options"]["steps"])
     lines = [
         f"Quality per rollout step on {report['clips']} clips of held-out video "
         f"({'x'.join(map(str, report['frame_size']))}), mean ± 95% CI. PSNR and sharp "
