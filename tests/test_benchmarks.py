@@ -221,3 +221,23 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     # Over seeds the run is the unit: (0.05, 0.95) -> 0.50 +- 12.706 * 0.636 / sqrt 2.
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     assert "seed 2" not in md
+
+
+def test_quality_scores_in_pieces_equal_scores_at_once():
+    # The benchmark scores a few clips x steps at a time to bound its memory; the pieces must
+    # give exactly what scoring everything at once gives, ragged last pieces included.
+    from avg_rt.benchmark.quality import SCORE_STEPS, _scores, _scores_in_pieces
+
+    rng = np.random.default_rng(0)
+    n, s = 3, SCORE_STEPS + 3
+    truth = rng.integers(0, 256, (n, s, 16, 16, 3), dtype=np.uint8)
+    frames = truth.copy()
+    frames[:, :, :8] = rng.integers(0, 256, (n, s, 8, 16, 3), dtype=np.uint8)
+    last = truth[:, 0]
+    moving = (truth != last[:, None]).any(-1) | (frames != last[:, None]).any(-1)
+    whole = _scores(frames, truth, moving, last)
+    pieces = _scores_in_pieces(frames, truth, moving, last, batch=2)
+    assert set(pieces) == set(whole) and "ssim_moving" in whole
+    for k in whole:
+        assert pieces[k].shape == (n, s)
+        np.testing.assert_allclose(pieces[k], whole[k], rtol=1e-6, atol=1e-6)
