@@ -213,6 +213,13 @@ def test_episodes_are_counted_as_begun_and_a_resumed_emulator_goes_on_from_there
     )
     items = stream.items()
     assert [next(items), next(items)] == [END, END] and played == [2, 3]
+    # episodes=N replays the N episodes a recording of N training episodes holds, in a cycle,
+    # and a resumed run goes on in the cycle.
+    cycled = parse_stream("atari:ms_pacman:max-frames=6:episodes=3")
+    assert isinstance(cycled, AtariStream) and cycled.episodes == 3
+    played.clear()
+    items = dataclasses.replace(cycled, first_episode=2).items()
+    assert [next(items) for _ in range(5)] == [END] * 5 and played == [2, 0, 1, 2, 0]
 
 
 def test_stream_specs_parse_and_bad_ones_say_what_is_wrong():
@@ -227,6 +234,7 @@ def test_stream_specs_parse_and_bad_ones_say_what_is_wrong():
         ("raw:-:64x64", "expected raw:PATH:HxWxC"),
         ("raw:-:64x64x3:fps=3", "'fps=3' is not one of"),
         ("atari:ms_pacman:policy=smart", "policy must be random or sticky"),
+        ("atari:ms_pacman:episodes=0", "episodes must be >= 1"),
     ):
         with pytest.raises(ConfigError, match=problem):
             parse_stream(spec)

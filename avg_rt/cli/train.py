@@ -66,7 +66,8 @@ def train(
         Opt(
             help="Data folder: Train/ and Test/ inside (TF layout), any folder of videos / "
             "frame folders, or a live stream, nothing written: atari:GAME[:frame-skip=4:"
-            "policy=sticky:max-frames=500:seed=0] plays the emulator, raw:PATH:HxWxC[:dtype="
+            "policy=sticky:max-frames=500:seed=0:episodes=N] plays the emulator (episodes: "
+            "replay episodes 0..N-1 in a cycle), raw:PATH:HxWxC[:dtype="
             "float32:range=LO,HI:episode=N:marked=1] reads raw frames (PATH - is stdin)."
         ),
     ],

@@ -51,10 +51,13 @@ CHUNK = 32  # frames per message from the producer
 class AtariStream:
     """Episodes of an ale-py game played live (`avg_rt.data.atari.play`), episode
     `first_episode`, the next, ... until stopped (a resumed run goes on from the episodes it
-    had begun). Runs in its own process: the emulator is CPU-bound."""
+    had begun); with `episodes` N, episodes 0 to N-1 over and over (the N training episodes
+    `avg-rt data atari --episodes N` records, for a like-for-like comparison with them).
+    Runs in its own process: the emulator is CPU-bound."""
 
     cfg: Any  # avg_rt.data.atari.AtariConfig
     first_episode: int = 0
+    episodes: int | None = None
     in_process = True
 
     @property
@@ -68,8 +71,8 @@ class AtariStream:
     def items(self, stop: threading.Event | None = None) -> Iterator[Any]:
         from avg_rt.data.atari import play
 
-        for episode in count(self.first_episode):
-            yield from play(self.cfg, episode)
+        for begun in count(self.first_episode):
+            yield from play(self.cfg, begun % self.episodes if self.episodes else begun)
             yield END
 
 
@@ -191,7 +194,8 @@ def parse_stream(spec: str) -> Stream | None:
     """The stream a `--data` value names, or None where it names files.
 
     `atari:GAME[:key=value...]`, keys as for `avg-rt data atari`: frame-skip, policy,
-    stickiness, max-frames, seed. `raw:PATH:HxWxC[:key=value...]` (PATH `-`: standard input),
+    stickiness, max-frames, seed, and episodes (N: play episodes 0 to N-1 in a cycle; default:
+    new episodes forever). `raw:PATH:HxWxC[:key=value...]` (PATH `-`: standard input),
     keys: dtype (uint8 or float32), range (lo,hi: the declared values, needed for float32),
     episode (frames per episode), marked (1: a 0/1 byte before each frame, 1 = new episode).
     """
@@ -217,7 +221,7 @@ def _atari(rest: str) -> AtariStream:
     from avg_rt.data.atari import AtariConfig, check_game
 
     game, *parts = rest.split(":")
-    keys = {"frame-skip", "policy", "stickiness", "max-frames", "seed"}
+    keys = {"frame-skip", "policy", "stickiness", "max-frames", "seed", "episodes"}
     opts = _options(f"atari:{rest}", parts, keys)
     try:
         cfg = AtariConfig(
@@ -228,13 +232,16 @@ def _atari(rest: str) -> AtariStream:
             max_frames=int(opts.get("max-frames", 500)),
             seed=int(opts.get("seed", 0)),
         )
+        episodes = int(opts["episodes"]) if "episodes" in opts else None
     except ValueError as e:
         raise ConfigError(f"--data atari:{rest}: {e}") from None
     if cfg.policy not in ("random", "sticky"):
         raise ConfigError(f"--data atari:{rest}: policy must be random or sticky")
+    if episodes is not None and episodes < 1:
+        raise ConfigError(f"--data atari:{rest}: episodes must be >= 1, got {episodes}")
     cfg.validate()
     check_game(game)
-    return AtariStream(cfg)
+    return AtariStream(cfg, episodes=episodes)
 
 
 def _raw(spec: str, rest: str) -> RawStream:
