@@ -206,7 +206,9 @@ def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
     print(table)
 
 
-def compare(report_path: Path, out: Path, steps: tuple[int, ...] = (1, 16)) -> None:
+def compare(
+    report_path: Path, out: Path, steps: tuple[int, ...] = (1, 16), name: str = "live-vs-recorded"
+) -> None:
     from avg_rt.benchmark.common import mean_ci95
     from avg_rt.benchmark.quality import paired
 
@@ -239,7 +241,7 @@ def compare(report_path: Path, out: Path, steps: tuple[int, ...] = (1, 16)) -> N
         within = all(abs(per[t]["mean"]) + per[t]["ci95"] <= 0.3 for t in steps)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'yes' if within else 'no'} |")
     payload = {"environment": environment(), "report": str(report_path), "differences": rows}
-    save("live-vs-recorded", payload, "\n".join(lines), out)
+    save(name, payload, "\n".join(lines), out)
 
 
 def main() -> None:
@@ -251,13 +253,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="training steps per preset (sampler)")
     p.add_argument("--fps", type=float, default=500, help="emulator pace (sampler)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default="live-vs-recorded", help="result name (compare)")
     args = p.parse_args()
     if args.what == "memory":
         memory(args.frames, args.out)
     elif args.what == "compare":
         if args.report is None:
             p.error("compare needs the quality report's JSON")
-        compare(args.report, args.out)
+        compare(args.report, args.out, name=args.name)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out)
 

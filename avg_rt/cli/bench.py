@@ -57,6 +57,10 @@ def quality(
             "(quick: 2 episodes, 16 steps, 16 clips)."
         ),
     ] = False,
+    steps: Annotated[
+        int | None,
+        Opt(help="Rollout steps (default: 64 full, 16 quick); the clips depend on it.", min=1),
+    ] = None,
     device: DeviceOpt = "cpu",
     name: Annotated[str | None, Opt(help="Result name (default: quality-quick/-full).")] = None,
     out: Annotated[Path | None, Opt(help="Results folder (default: benchmarks/results).")] = None,
@@ -74,6 +78,8 @@ def quality(
         if full
         else dict(episodes=2, episode_frames=300, steps=16, stride=10, max_clips=16)
     )
+    if steps is not None:
+        mode["steps"] = steps
     opts = QualityOptions(
         models=_models(model or DEFAULT_MODELS),
         data=data,
