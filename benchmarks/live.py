@@ -207,7 +207,10 @@ def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
 
 
 def compare(
-    report_path: Path, out: Path, steps: tuple[int, ...] = (1, 16), name: str = "live-vs-recorded"
+    report_path: Path,
+    out: Path,
+    steps: tuple[int, ...] = (1, 16),
+    result: str = "live-vs-recorded",
 ) -> None:
     from avg_rt.benchmark.common import mean_ci95
     from avg_rt.benchmark.quality import paired
@@ -241,7 +244,7 @@ def compare(
         within = all(abs(per[t]["mean"]) + per[t]["ci95"] <= 0.3 for t in steps)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'yes' if within else 'no'} |")
     payload = {"environment": environment(), "report": str(report_path), "differences": rows}
-    save(name, payload, "\n".join(lines), out)
+    save(result, payload, "\n".join(lines), out)
 
 
 def main() -> None:
@@ -260,7 +263,7 @@ def main() -> None:
     elif args.what == "compare":
         if args.report is None:
             p.error("compare needs the quality report's JSON")
-        compare(args.report, args.out, name=args.name)
+        compare(args.report, args.out, result=args.name)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out)
 
