@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from avg_rt.benchmark.quality import QualityOptions, paired, run
@@ -216,11 +217,14 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     path.write_text(json.dumps(report))
     module["compare"](path, tmp_path, steps=(1, 2))
     md = (tmp_path / "live-vs-recorded.md").read_text()
-    assert "| seed 0 | +0.05 ± 0.00 | +0.05 ± 0.00 | yes |" in md
-    assert "| seed 1 | +0.95 ± 0.00 | +0.95 ± 0.00 | no |" in md
+    # A seed's interval sees the clips only: no verdict from one pair of runs.
+    assert "| seed 0 | +0.05 ± 0.00 | +0.05 ± 0.00 | - |" in md
+    assert "| seed 1 | +0.95 ± 0.00 | +0.95 ± 0.00 | - |" in md
     # Over seeds the run is the unit: (0.05, 0.95) -> 0.50 +- 12.706 * 0.636 / sqrt 2.
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     assert "seed 2" not in md
+    with pytest.raises(SystemExit, match=r"no per-clip scores at step\(s\) \[16\]"):
+        module["compare"](path, tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16
 
 
 def test_quality_scores_in_pieces_equal_scores_at_once():

@@ -190,6 +190,27 @@ def test_store_keeps_recent_segments_within_its_limit_and_holds_out_a_fraction()
     assert most.ready() and len(most.test) == 2 and len(most.segments) == 2  # 8 of 10 held
 
 
+def test_training_waits_for_start_frames_unless_the_store_is_full_or_the_stream_ended():
+    frame_mib = 32 * 32 * 3 / 2**20
+    opts = LiveOptions(start_frames=50, segment_frames=20, max_mib=1000 * frame_mib)
+    store = SegmentStore(opts, clip_len=5, crop=32, name="s")
+    for _ in range(2):
+        store.add(np.zeros((20, 32, 32, 3), np.uint8))
+    assert not store.ready() and store.ready(ended=True)  # 40 of 50: only a stream at its end
+    store.add(np.zeros((10, 32, 32, 3), np.uint8))
+    store.end()
+    assert store.ready()
+    # A store that evicts before it holds start_frames is as full as it gets: start.
+    small = SegmentStore(dataclasses.replace(opts, max_mib=30 * frame_mib), 5, 32, "t")
+    for _ in range(3):
+        small.add(np.zeros((20, 32, 32, 3), np.uint8))
+    assert small.frames == 20 and small.stats.segments_evicted == 2 and small.ready()
+    from avg_rt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--start-frames 50 is more than the store holds"):
+        LiveOptions(start_frames=50, max_frames=40).validate()
+
+
 def test_episodes_are_counted_as_begun_and_a_resumed_emulator_goes_on_from_there(
     monkeypatch,
 ):
@@ -220,6 +241,12 @@ def test_episodes_are_counted_as_begun_and_a_resumed_emulator_goes_on_from_there
     played.clear()
     items = dataclasses.replace(cycled, first_episode=2).items()
     assert [next(items) for _ in range(5)] == [END] * 5 and played == [2, 0, 1, 2, 0]
+    # A run resumed at episode 2 that begins 3 more saves 5 (not 3): a second resume goes on.
+    feed = LiveFeed(stream, LiveOptions(), clip_len=5, crop=32)
+    for _ in range(3):
+        feed.store.add(np.zeros((6, 32, 32, 3), np.uint8))
+        feed.store.episode_end()
+    assert feed.episodes_begun == 5
 
 
 def test_stream_specs_parse_and_bad_ones_say_what_is_wrong():

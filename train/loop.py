@@ -211,7 +211,7 @@ def train(
         if D is not None and opt_d is not None:
             state |= {"discriminator": D.state_dict(), "opt_d": opt_d.state_dict()}
         if live is not None:  # where a resumed emulator goes on (`resume_episode`)
-            episodes = live.store.stats.episodes_begun
+            episodes = live.episodes_begun
             state["live"] = json.dumps({"stream": live.name, "episodes_begun": episodes})
         for scaler, key in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
             if scaler is not None:

@@ -167,6 +167,14 @@ def train(
     stall_timeout: Annotated[
         float, Opt(help="Live streams: seconds without a frame before training stops.")
     ] = 60.0,
+    start_frames: Annotated[
+        int,
+        Opt(
+            help="Live streams: training starts once the store holds this many frames (or "
+            "is full, or the stream has ended).",
+            min=0,
+        ),
+    ] = 0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, Opt(help="Continue the run in OUT from its checkpoint.")] = False,
@@ -269,6 +277,7 @@ def train(
         stall_seconds=stall_timeout,
         segment_frames=segment_frames,
         max_fps=live_fps,
+        start_frames=start_frames,
     )
     main = from_env().is_main  # under torchrun, rank 0 speaks
     with open_training_data(data, cfg, test, mmap_cache, live, first_episode) as d:

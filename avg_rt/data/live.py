@@ -381,7 +381,10 @@ class LiveOptions:
     `test_segments` are the test set (the periodic tests and D's held-out accuracy), later
     ones are held out (dropped) as needed to keep the running fraction;
     `stall_seconds` without a frame (before the stream's end) stops training; `max_fps`
-    paces a stream that would run faster (an emulator on a machine shared with training)."""
+    paces a stream that would run faster (an emulator on a machine shared with training);
+    `start_frames`: training waits until the store holds this many training frames (or is
+    full, or the stream has ended), e.g. so that its first steps do not fit the first episode
+    alone."""
 
     max_mib: float = 1024.0
     max_frames: int | None = None
@@ -391,6 +394,7 @@ class LiveOptions:
     stall_seconds: float = 60.0
     ready_timeout: float = 600.0
     max_fps: float | None = None  # pace a stream that could go faster (an emulator)
+    start_frames: int = 0
 
     def validate(self) -> None:
         if self.max_mib <= 0 or (self.max_frames is not None and self.max_frames < 1):
@@ -405,6 +409,13 @@ class LiveOptions:
             raise ConfigError(f"--stall-timeout must be > 0, got {self.stall_seconds}")
         if self.test_segments < 1:
             raise ConfigError(f"test_segments must be >= 1, got {self.test_segments}")
+        if self.start_frames < 0:
+            raise ConfigError(f"--start-frames must be >= 0, got {self.start_frames}")
+        if self.max_frames is not None and self.start_frames > self.max_frames:
+            raise ConfigError(
+                f"--start-frames {self.start_frames} is more than the store holds "
+                f"(--store-frames {self.max_frames})"
+            )
 
 
 @dataclass
@@ -413,6 +424,7 @@ class StoreStats:
     episodes_begun: int = 0  # episodes of which at least one frame arrived
     segments_received: int = 0
     segments_dropped: int = 0  # too short for a clip
+    segments_evicted: int = 0  # oldest out, to keep the store within its limits
     started: float = field(default_factory=time.monotonic)
 
 
@@ -505,14 +517,17 @@ class SegmentStore:
             or (self.opts.max_frames is not None and frames_total > self.opts.max_frames)
         ):
             old = kept.pop(0)
+            self.stats.segments_evicted += 1
             total -= old.frames.nbytes
             frames_total -= len(old.frames)
         self.segments = kept
 
-    def ready(self) -> bool:
-        """Enough to start: a training segment, and the test set where one is held out."""
+    def ready(self, ended: bool = False) -> bool:
+        """Enough to start: a training segment, the test set where one is held out, and
+        `start_frames` training frames unless the store is full or the stream has `ended`."""
         need_test = self.opts.test_segments if self.opts.holdout else 0
-        return bool(self.segments) and len(self.test) >= need_test
+        enough = self.frames >= self.opts.start_frames or self.stats.segments_evicted > 0
+        return bool(self.segments) and len(self.test) >= need_test and (enough or ended)
 
 
 # --- the feed ----------------------------------------------------------------------------------
@@ -545,6 +560,12 @@ class LiveFeed:
         self._threads: list[threading.Thread] = []
         self._queue: Any = None
         self._process_stop: Any = None
+
+    @property
+    def episodes_begun(self) -> int:
+        """Episodes of the stream begun, counting those a resumed emulator skipped: where the
+        next resume goes on (`avg_rt.training.resume_episode`)."""
+        return getattr(self.stream, "first_episode", 0) + self.store.stats.episodes_begun
 
     @property
     def producer_pid(self) -> int | None:
@@ -637,7 +658,7 @@ class LiveFeed:
         """Block until the store can feed training; raise DataError naming the stream if the
         stream fails first or ends without enough frames."""
         t0 = time.monotonic()
-        while not self.store.ready():
+        while not self.store.ready(ended=self._done):
             if (problem := self.problem()) is not None:
                 raise DataError(self.name, problem)
             if self._done:
@@ -648,7 +669,10 @@ class LiveFeed:
                     + (" and the held-out test segments" if self.opts.holdout else ""),
                 )
             if time.monotonic() - t0 > self.opts.ready_timeout:
-                raise DataError(self.name, f"not enough frames after {self.opts.ready_timeout:g} s")
+                waited = f"not enough frames after {self.opts.ready_timeout:g} s"
+                if self.opts.start_frames:
+                    waited += f" ({self.store.frames} of --start-frames {self.opts.start_frames})"
+                raise DataError(self.name, waited)
             if on_wait is not None:
                 on_wait(self.store)
             time.sleep(0.05)
