@@ -11,7 +11,9 @@ Runs, in order, and goes on past a failure so that one run says everything:
    installed, verified against PyTorch;
 4. the speed benchmark of the paper preset (rollouts at 32x32 and 210x160, batches 1 and 8,
    and adversarial training steps/s of both presets; `--full`: up to 1080x1920, which takes
-   far longer than a short GPU lease), then the parity and rollout-overhead benchmarks.
+   far longer than a short GPU lease); the live-stream sampler against both presets' training
+   on CUDA (`benchmarks/live.py sampler`, needs ale-py); the parity and rollout-overhead
+   benchmarks.
 Each step's command, exit status, time and output go to `summary.json` and `summary.md` beside
 the benchmarks' own results, with the GPU's name, rewritten after every step so that a run cut
 short still says what it did; `--step-timeout` stops a step that runs too long (it counts as
@@ -54,6 +56,23 @@ def steps(out: Path, work: Path, full: bool = False) -> list[tuple[str, list[str
         ("runner tests", [py, "-m", "pytest", "-q", "-rs", "tests/runners"]),
         ("export", export),
         ("speed", [py, "benchmarks/speed.py", *speed, "--device", "cuda", "--out", str(out)]),
+        # Both presets trained on CUDA from the live emulator (ale-py), sampler beside them.
+        (
+            "live sampler",
+            [
+                py,
+                "benchmarks/live.py",
+                "sampler",
+                "--device",
+                "cuda",
+                "--seconds",
+                "10",
+                "--steps",
+                "100",
+                "--out",
+                str(out),
+            ],
+        ),  # fmt: skip
         ("parity", [py, "benchmarks/parity.py", "--out", str(out)]),
         ("rollout overhead", [py, "benchmarks/rollout_overhead.py", "--out", str(out)]),
     ]

@@ -141,7 +141,7 @@ def memory(frames: int, out: Path) -> None:
     print(table)
 
 
-def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
+def sampler(seconds: float, steps: int, fps: float, out: Path, device: str = "cpu") -> None:
     rows = []
     for preset in ("small", "paper"):
         cfg: TrainConfig = dataclasses.replace(
@@ -153,7 +153,7 @@ def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
             save_interval=10**9,
             adv_start=0,  # every step a D step and a G step, as in the long run
             unroll_ramp=0,  # the full unrolled length from the start: the most demand
-            device="cpu",
+            device=device,
         )
         clip_len = cfg.model.history_len + cfg.unroll
         opts = LiveOptions(holdout=0.0, max_fps=fps)
@@ -191,7 +191,7 @@ def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
         print(rows[-1], flush=True)
     table = "\n".join(
         [
-            "| preset | clip (frames x crop) | sampler, clips/s | training (CPU), steps/s | "
+            f"| preset | clip (frames x crop) | sampler, clips/s | training ({device}), steps/s | "
             "training demand, clips/s | sampler / demand |",
             "|---|---|---|---|---|---|",
             *(
@@ -205,9 +205,9 @@ def sampler(seconds: float, steps: int, fps: float, out: Path) -> None:
             "frames/s: unpaced, it takes a core from training on 2 cores). Sampler: "
             f"{seconds:g} s of batches drawn from the live store with the movement filter. "
             f"Demand: 2 batches per training step (D's and G's), from {steps} steps of each "
-            "preset trained on this CPU from the same stream (adversarial, full unroll). A GPU "
-            "trains the paper preset faster than this CPU: the ratio for it there is the "
-            "sampler rate over the GPU's steps/s x 16.",
+            f"preset trained on this machine ({device}) from the same stream (adversarial, full "
+            "unroll, first steps included). A faster trainer consumes more: the ratio for it is "
+            "the sampler rate over its steps/s x 16.",
         ]
     )
     save("live-sampler", {"environment": environment(), "rows": rows}, table, out)
@@ -271,6 +271,7 @@ def main() -> None:
     p.add_argument("--fps", type=float, default=500, help="emulator pace (sampler)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="live-vs-recorded", help="result name (compare)")
+    p.add_argument("--device", default="cpu", help="where the presets train (sampler)")
     args = p.parse_args()
     if args.what == "memory":
         memory(args.frames, args.out)
@@ -279,7 +280,7 @@ def main() -> None:
             p.error("compare needs the quality report's JSON")
         compare(args.report, args.out, result=args.name)
     else:
-        sampler(args.seconds, args.steps, args.fps, args.out)
+        sampler(args.seconds, args.steps, args.fps, args.out, args.device)
 
 
 if __name__ == "__main__":

@@ -175,8 +175,10 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
     module = runpy.run_path(str(script))
     steps = dict(module["steps"](tmp_path / "out", tmp_path / "work"))
     assert list(steps) == [
-        "doctor", "gpu tests", "runner tests", "export", "speed", "parity", "rollout overhead"
+        "doctor", "gpu tests", "runner tests", "export", "speed", "live sampler", "parity",
+        "rollout overhead",
     ]  # fmt: skip
+    assert steps["live sampler"][1:5] == ["benchmarks/live.py", "sampler", "--device", "cuda"]
     assert steps["doctor"][-2:] == ["doctor", "--cuda"]
     assert "needs_cuda or needs_tensorrt" in steps["gpu tests"]
     assert steps["speed"][-6:] == [
@@ -188,7 +190,8 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
         [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"], 2
     )
     assert code == 124 and "started" in output and "--step-timeout 2 s" in output
-    for script_path in ("benchmarks/parity.py", "benchmarks/rollout_overhead.py"):
+    for script_path in ("benchmarks/parity.py", "benchmarks/rollout_overhead.py",
+                        "benchmarks/live.py"):  # fmt: skip
         assert (script.parents[1] / script_path).is_file()
     if not torch.cuda.is_available():
         assert module["main"]([]) == 1
