@@ -3,6 +3,7 @@
     python benchmarks/live.py memory    # small preset on the live emulator until 200,000 frames
     python benchmarks/live.py sampler   # clips/s the sampler delivers vs what training takes
     python benchmarks/live.py compare results/quality-live-vs-recorded.json  # live - recorded
+    python benchmarks/live.py compare A.json B.json  # seeds scored in two runs on the same clips
 
 `memory`: trains the small preset on `atari:ms_pacman` (store 1024 MiB, the default) with the
 emulator unpaced, and records the training process's resident memory (and the producer
@@ -15,7 +16,8 @@ shape (history + unrolled steps, crop) for `--seconds`, and sets that rate again
 training consumes per second (2 batches per step: D's and G's), measured by training a few
 steps of that preset on this machine with the emulator running beside it.
 
-`compare`: from a quality report (`avg-rt bench quality --full`) whose models are labelled
+`compare`: from quality reports (`avg-rt bench quality --full`; several, made on the same
+clips, are read as one) whose models are labelled
 `live-sN` and `recorded-sN` (the same training seed N, one run on the live emulator and one on
 a recorded set), the all-pixel PSNR of live minus recorded on the same clips at steps 1 and 16
 (the issue's claim: within 0.3 dB). Per seed: the mean of the per-clip differences with a
@@ -33,6 +35,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from avg_rt.train.loop import train
@@ -214,8 +217,28 @@ def sampler(seconds: float, steps: int, fps: float, out: Path, device: str = "cp
     print(table)
 
 
+def merged_reports(paths: list[Path]) -> dict[str, Any]:
+    """One quality report holding the models of several made on the same clips (same options
+    but the models and name, same videos); SystemExit naming the file that differs."""
+    reports = [json.loads(p.read_text()) for p in paths]
+
+    def clips_of(r: dict[str, Any]) -> Any:
+        opts = {k: v for k, v in r["options"].items() if k not in ("models", "name", "out")}
+        return opts, r["videos"], r["clips"]
+
+    report = {**reports[0], "results": dict(reports[0]["results"])}
+    for path, r in zip(paths[1:], reports[1:]):
+        if clips_of(r) != clips_of(reports[0]):
+            raise SystemExit(f"{path}: scored other clips than {paths[0]} (options or videos)")
+        for label, res in r["results"].items():
+            if label in report["results"] and label != "copy last frame":
+                raise SystemExit(f"{path}: model {label!r} is in an earlier report too")
+            report["results"][label] = res
+    return report
+
+
 def compare(
-    report_path: Path,
+    report_paths: list[Path],
     out: Path,
     steps: tuple[int, ...] = (1, 16),
     result: str = "live-vs-recorded",
@@ -223,7 +246,8 @@ def compare(
     from avg_rt.benchmark.common import mean_ci95
     from avg_rt.benchmark.quality import paired
 
-    report = json.loads(report_path.read_text())
+    report = merged_reports(report_paths)
+    report_path = report_paths[0]
     res = report["results"]
     seeds = sorted(
         int(m.group(1))
@@ -244,7 +268,8 @@ def compare(
     lines = [
         f"All-pixel PSNR of training on the live emulator minus training on a recorded set, "
         f"same steps and seed, on the same {report['clips']} held-out clips "
-        f"(`{report_path.name}`): mean of the per-clip differences ± paired 95% interval, dB. "
+        f"({', '.join(f'`{p.name}`' for p in report_paths)}): mean of the per-clip "
+        "differences ± paired 95% interval, dB. "
         "A seed's interval is the clips' spread alone (one pair of runs; clips of one episode "
         "are not independent either), so only the interval over seeds, where the run is the "
         "unit, can show the two within 0.3 dB.",
@@ -257,14 +282,15 @@ def compare(
         within = all(abs(per[t]["mean"]) + per[t]["ci95"] <= 0.3 for t in steps)
         verdict = ("yes" if within else "no") if name.startswith("over") else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
-    payload = {"environment": environment(), "report": str(report_path), "differences": rows}
+    reports = [str(p) for p in report_paths]
+    payload = {"environment": environment(), "reports": reports, "differences": rows}
     save(result, payload, "\n".join(lines), out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("memory", "sampler", "compare"))
-    p.add_argument("report", nargs="?", type=Path, help="quality report JSON (compare)")
+    p.add_argument("report", nargs="*", type=Path, help="quality reports' JSON (compare)")
     p.add_argument("--frames", type=int, default=200_000)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--steps", type=int, default=20, help="training steps per preset (sampler)")
@@ -276,8 +302,8 @@ def main() -> None:
     if args.what == "memory":
         memory(args.frames, args.out)
     elif args.what == "compare":
-        if args.report is None:
-            p.error("compare needs the quality report's JSON")
+        if not args.report:
+            p.error("compare needs the quality reports' JSON")
         compare(args.report, args.out, result=args.name)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)

@@ -218,7 +218,7 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     report = {"options": {"steps": 2}, "clips": 50, "results": results}
     path = tmp_path / "q.json"
     path.write_text(json.dumps(report))
-    module["compare"](path, tmp_path, steps=(1, 2))
+    module["compare"]([path], tmp_path, steps=(1, 2))
     md = (tmp_path / "live-vs-recorded.md").read_text()
     # A seed's interval sees the clips only: no verdict from one pair of runs.
     assert "| seed 0 | +0.05 ± 0.00 | +0.05 ± 0.00 | - |" in md
@@ -227,7 +227,23 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     assert "seed 2" not in md
     with pytest.raises(SystemExit, match=r"no per-clip scores at step\(s\) \[16\]"):
-        module["compare"](path, tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16
+        module["compare"]([path], tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16
+    # Seeds scored in two runs on the same clips read as one report; other clips are refused.
+    first = {**report, "options": {"steps": 2, "models": {}}, "videos": ["a"]}
+    second = json.loads(json.dumps(first))
+    first["results"] = {k: results[k] for k in ("live-s0", "recorded-s0")}
+    second["results"] = {k: results[k] for k in ("live-s1", "recorded-s1")}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(first))
+    b.write_text(json.dumps(second))
+    module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
+    assert (
+        "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |"
+        in (tmp_path / "merged.md").read_text()
+    )
+    b.write_text(json.dumps({**second, "videos": ["other"]}))
+    with pytest.raises(SystemExit, match="b.json: scored other clips than"):
+        module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
 
 
 def test_quality_scores_in_pieces_equal_scores_at_once():
