@@ -50,29 +50,16 @@ def steps(out: Path, work: Path, full: bool = False) -> list[tuple[str, list[str
     if importlib.util.find_spec("tensorrt") is not None:
         export.append("--engine")
     speed = ["--full"] if full else ["--preset", "paper"]
+    # Both presets trained on CUDA from the live emulator (ale-py), the sampler beside them.
+    live = [py, "benchmarks/live.py", "sampler", "--device", "cuda", "--seconds", "10"]
+    live += ["--steps", "100", "--out", str(out)]
     return [
         ("doctor", [py, "-m", "avg_rt", "doctor", "--cuda"]),
         ("gpu tests", [py, "-m", "pytest", "-q", "-rs", "-m", "needs_cuda or needs_tensorrt"]),
         ("runner tests", [py, "-m", "pytest", "-q", "-rs", "tests/runners"]),
         ("export", export),
         ("speed", [py, "benchmarks/speed.py", *speed, "--device", "cuda", "--out", str(out)]),
-        # Both presets trained on CUDA from the live emulator (ale-py), sampler beside them.
-        (
-            "live sampler",
-            [
-                py,
-                "benchmarks/live.py",
-                "sampler",
-                "--device",
-                "cuda",
-                "--seconds",
-                "10",
-                "--steps",
-                "100",
-                "--out",
-                str(out),
-            ],
-        ),  # fmt: skip
+        ("live sampler", live),
         ("parity", [py, "benchmarks/parity.py", "--out", str(out)]),
         ("rollout overhead", [py, "benchmarks/rollout_overhead.py", "--out", str(out)]),
     ]

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from avg_rt.train.loop import train
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, mean_ci95, save
 from avg_rt.config import PRESETS, TrainConfig
 from avg_rt.data.clips import ClipSampler
 from avg_rt.data.live import LiveFeed, LiveOptions, parse_stream
@@ -243,7 +243,6 @@ def compare(
     steps: tuple[int, ...] = (1, 16),
     result: str = "live-vs-recorded",
 ) -> None:
-    from avg_rt.benchmark.common import mean_ci95
     from avg_rt.benchmark.quality import paired
 
     report = merged_reports(report_paths)
