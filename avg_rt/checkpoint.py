@@ -10,6 +10,7 @@ checkpoint from elsewhere cannot execute code. State dicts are of the unwrapped 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import zipfile
@@ -105,12 +106,27 @@ def load_generator(
 
 
 def save_networks(
-    src: str | Path, dst: str | Path, discriminator: bool = False, overwrite: bool = False
+    src: str | Path,
+    dst: str | Path,
+    discriminator: bool = False,
+    overwrite: bool = False,
+    deadzone: float | None = None,
 ) -> Path:
     """Write the generator (and, with `discriminator`, D), config and step of checkpoint `src`
     to `dst`, for deployment and shipping: no optimizer or RNG state. `dst` is itself a
-    checkpoint; one that keeps D lets `avg-rt bench quality` report D's accuracy."""
+    checkpoint; one that keeps D lets `avg-rt bench quality` report D's accuracy. `deadzone`:
+    set the generator's inference deadzone (`ModelConfig.deadzone`; training never applies
+    it, so it is a choice made after training)."""
     data = load(src)
+    if deadzone is not None:
+        cfg = data["config"]
+        try:
+            data["config"] = dataclasses.replace(
+                cfg, model=dataclasses.replace(cfg.model, deadzone=deadzone)
+            )
+            data["config"].validate()
+        except ConfigError as e:
+            raise CheckpointError(src, f"cannot set deadzone {deadzone:g}: {e}") from None
     dst = Path(dst)
     check_writable(dst, overwrite, [Path(src)])
     state = {"generator": data["generator"]}

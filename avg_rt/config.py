@@ -53,6 +53,13 @@ class ModelConfig:
     # scale), added and clamped to [-1, 1], with the last convolution zero-initialised, so
     # "nothing changes" is the starting point and an exact output. Replaces `residual`.
     delta: bool = False
+    # Not in the paper, delta form only, inference only (eval mode: rollouts, exports): a pixel
+    # whose predicted change from the last input frame is below `deadzone` in every channel
+    # keeps the last frame's value exactly. In 1/255ths of the value range (8-bit levels for
+    # 8-bit frames); 0: off. Training never applies it, so it can be set after training
+    # (`avg_rt.checkpoint.save_networks`). For flat-palette video (games), where every true
+    # change is many levels and a generator's small changes to still pixels only accumulate.
+    deadzone: float = 0.0
     # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
     # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
     init: str = "tf"
@@ -97,6 +104,10 @@ class ModelConfig:
                 raise ConfigError(f"value_range must be finite with lo < hi, got {lo}, {hi}")
         if self.delta and self.residual:
             raise ConfigError("delta replaces residual: set at most one of them")
+        if not (math.isfinite(self.deadzone) and 0 <= self.deadzone < 255):
+            raise ConfigError(f"deadzone must be in [0, 255) levels, got {self.deadzone}")
+        if self.deadzone and not self.delta:
+            raise ConfigError("deadzone needs the delta form (a change to the last frame)")
         if self.init not in ("tf", "torch"):
             raise ConfigError(f"init must be tf or torch, got {self.init!r}")
         if len(self.g_kernels) != self.n_scales:

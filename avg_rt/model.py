@@ -76,6 +76,13 @@ def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
     return x + (clamped - x).detach() if straight_through else clamped
 
 
+def apply_deadzone(pred: torch.Tensor, last: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """`pred` (B, C, H, W) with the pixels whose change from `last` is below `cfg.deadzone`
+    levels (1/255 of the value range, [-1, 1] in the model) in every channel set to `last`."""
+    change = (pred - last).abs().amax(dim=1, keepdim=True)
+    return torch.where(change < cfg.deadzone * 2 / 255, last, pred)
+
+
 class Generator(nn.Module):
     """Coarse-to-fine generator: (B, C * history_len, H, W) in [-1, 1] -> (B, C, H, W), C =
     `cfg.channels`."""
@@ -122,6 +129,8 @@ class Generator(nn.Module):
         """The next frame, (B, C, H, W) float32 in [-1, 1] (`all_scales`: the list of
         `forward_scales`, the only form a DDP wrapper can return)."""
         preds = self.forward_scales(history)
+        if self.cfg.deadzone and not self.training:
+            preds[-1] = apply_deadzone(preds[-1], history[:, -self.cfg.channels :], self.cfg)
         return preds if all_scales else preds[-1]  # type: ignore[return-value]
 
     def convs_to(self, dtype: torch.dtype) -> Generator:

@@ -1,3 +1,4 @@
+import dataclasses
 import pickle
 
 import pytest
@@ -79,3 +80,13 @@ def test_generator_only_copy(tmp_path):
     checkpoint.save(tmp_path / "full.pt", cfg, 5, full)
     data = checkpoint.load(checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "gd.pt", True))
     assert {"generator", "discriminator"} <= set(data) and "opt_g" not in data
+    # The inference deadzone is set when shipping; a network it cannot apply to is refused.
+    dst = checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "dz.pt", deadzone=16)
+    assert checkpoint.load(dst)["config"].model.deadzone == 16
+    assert checkpoint.load_generator(dst)[0].cfg.deadzone == 16
+    residual = dataclasses.replace(cfg, model=dataclasses.replace(SMALL, delta=False))
+    checkpoint.save(
+        tmp_path / "res.pt", residual, 5, {"generator": Generator(residual.model).state_dict()}
+    )
+    with pytest.raises(CheckpointError, match="cannot set deadzone 16: deadzone needs the delta"):
+        checkpoint.save_networks(tmp_path / "res.pt", tmp_path / "x.pt", deadzone=16)

@@ -170,6 +170,10 @@ def test_data_then_train_end_to_end(tmp_path):
         result = runner.invoke(app, [*base, "--resume", *extra])
         assert result.exit_code == 1 and message in result.output, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 3
+    # The inference-only deadzone is not the network's structure: it may change on a resume.
+    result = runner.invoke(app, [*base, "--resume", "--steps", "4", "--deadzone", "8"])
+    assert result.exit_code == 0 and "deadzone 0 -> 8" in result.output, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["deadzone"] == 8
 
 
 def test_doctor_reports_this_machine_and_exits_0():

@@ -129,3 +129,26 @@ def test_straight_through_clamp_keeps_the_gradient_of_saturated_pixels():
     assert y.tolist() == pytest.approx([-1.0, 0.2, 1.0])
     y.sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 1.0]  # a plain clamp would give 0 at both ends
+
+
+def test_deadzone_keeps_small_changes_exact_at_inference_only():
+    cfg = dataclasses.replace(SMALL, delta=True, residual=False, deadzone=4)
+    g = Generator(cfg)
+    finest = g.scales[-1].convs[-1]
+    x = torch.rand(1, 12, 16, 16) * 1.6 - 0.8  # away from the clamp at +-1
+    last = x[:, -3:]
+    # A change of 3 levels in channel 0, everywhere: under the deadzone of 4.
+    torch.nn.init.constant_(finest.bias, 0)
+    finest.bias.data[0] = 3 * 2 / 255
+    assert torch.equal(g.eval()(x), last)
+    assert torch.allclose(g.train()(x)[:, 0], last[:, 0] + 3 * 2 / 255)  # training: raw
+    finest.bias.data[0] = 5 * 2 / 255  # over it: kept, in every channel it has
+    assert torch.allclose(g.eval()(x)[:, 0], last[:, 0] + 5 * 2 / 255)
+    assert torch.equal(g.eval()(x)[:, 1:], last[:, 1:])
+    # One channel's change over the threshold keeps the pixel's change in every channel.
+    finest.bias.data[1] = 1 * 2 / 255
+    assert torch.allclose(g.eval()(x)[:, 1], last[:, 1] + 2 / 255)
+    with pytest.raises(ConfigError, match="deadzone needs the delta form"):
+        dataclasses.replace(SMALL, delta=False, residual=True, deadzone=4).validate()
+    with pytest.raises(ConfigError, match="deadzone must be"):
+        dataclasses.replace(SMALL, delta=True, residual=False, deadzone=-1).validate()

@@ -32,8 +32,9 @@ def resume_config(
 ) -> tuple[TrainConfig, list[str]]:
     """The saved config of a run with the options given on its resume applied, and a note
     for each value that changed. Refuses (ConfigError) a change of the network (`model`, from
-    --preset/--form) or of FIXED_ON_RESUME."""
-    if model is not None and model != saved.model:
+    --preset/--form) or of FIXED_ON_RESUME; the inference-only deadzone may change."""
+    model = model or saved.model
+    if dataclasses.replace(model, deadzone=saved.model.deadzone) != saved.model:
         raise ConfigError("--preset/--form: the run's network cannot change on --resume")
     given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
     for name in FIXED_ON_RESUME:
@@ -42,9 +43,11 @@ def resume_config(
                 f"--{name.replace('_', '-')}: cannot change on --resume (the run was trained "
                 f"with {getattr(saved, name)}); start a new run"
             )
-    cfg = dataclasses.replace(saved, device=device, **given)
+    cfg = dataclasses.replace(saved, model=model, device=device, **given)
     cfg.validate()
     notes = [f"{k} {getattr(saved, k)} -> {v}" for k, v in given.items()]
+    if model.deadzone != saved.model.deadzone:
+        notes.append(f"deadzone {saved.model.deadzone:g} -> {model.deadzone:g}")
     if "steps" in given and cfg.lr_decay > 0:
         notes.append(f"learning rates now decaying over the last {cfg.lr_decay:g} of {cfg.steps}")
     return cfg, notes
@@ -120,6 +123,13 @@ def train(
     still_weight: Annotated[
         float | None,
         Opt(help="Weight of the Lp term on pixels the target keeps from the frame before (1)."),
+    ] = None,
+    deadzone: Annotated[
+        float | None,
+        Opt(
+            help="Delta form, at inference: changes below this many 8-bit levels (1/255 of "
+            "the range) in every channel are dropped, so still pixels stay exact (0: off)."
+        ),
     ] = None,
     l_num: Annotated[
         int | None, Opt(help="p of the Lp term: 2 (the TF project), 1 (sparser changes).")
@@ -226,6 +236,9 @@ def train(
     )
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
     cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
+    if deadzone is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, deadzone=deadzone))
+        cfg.validate()
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
@@ -255,6 +268,8 @@ def train(
                 channels=chans if chans is not None else saved.model.channels,
                 value_range=vrange or saved.model.value_range,
             )
+        if deadzone is not None:  # inference only: free to change on a resume
+            model = dataclasses.replace(model or saved.model, deadzone=deadzone)
         cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)

@@ -171,3 +171,32 @@ def test_range_parse():
 
 def test_checkpoint_fixture_is_small_preset(small_checkpoint):
     assert checkpoint.load(small_checkpoint)["config"].model == PRESETS["small"].model
+
+
+def test_deadzone_is_part_of_the_exported_graph(tmp_path):
+    """The inference deadzone travels in the ONNX graph (FP32 and FP16), so every backend
+    keeps still pixels exact as PyTorch does."""
+    import dataclasses
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from avg_rt.export.to_onnx import to_onnx
+    from conftest import busy_generator
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(PRESETS["small"].model, deadzone=2)
+    gen = busy_generator(cfg).eval()
+    x = torch.rand(1, 12, 40, 48) * 2 - 1
+    with torch.no_grad():
+        want = gen(x)
+    kept = (want == x[:, -3:]).all(1)
+    assert 0.05 < kept.float().mean() < 0.95  # the deadzone acts on part of the frame
+    for fp16 in (False, True):
+        sess = ort.InferenceSession(to_onnx(gen, fp16=fp16).SerializeToString())
+        (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+        exact = (got == x[:, -3:].numpy()).all(1)
+        # Pixels near the threshold may fall either side in FP16; no more than a few do.
+        assert (exact == kept.numpy()).mean() > (1.0 if not fp16 else 0.98) - 1e-9
+        if not fp16:
+            np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
