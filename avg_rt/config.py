@@ -142,6 +142,12 @@ class TrainConfig:
     # Not in the paper: the Lp term's weight on pixels the target keeps exactly from the frame
     # before it (1: every pixel alike), against a generator that changes still pixels.
     still_weight: float = 1.0
+    # Not in the paper: a cap on the adversarial term's share of G's gradient, measured each
+    # G step on the finest scale's last convolution (VQGAN's adaptive weight, Esser et al.
+    # 2021, as a ceiling): when |grad adv| / (|grad adv| + |grad (Lp + GDL)|) there exceeds
+    # the cap, that step's lam_adv is lowered to meet it. 0: off. Against the collapses of
+    # long adversarial runs, which followed a rise of this share (README, "Training that works").
+    adv_share_cap: float = 0.0
     l_num: int = 2  # p of the Lp loss
     alpha: float = 1.0  # exponent of the gradient difference loss
     lr_g: float = 4e-5  # Adam
@@ -217,6 +223,8 @@ class TrainConfig:
         for name in ("lr_g", "lr_d", "lam_lp", "lam_gdl", "alpha", "l_num", "still_weight"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.adv_share_cap < 1.0:
+            raise ConfigError(f"adv_share_cap must be in [0, 1), got {self.adv_share_cap}")
         if not 0.0 <= self.unfiltered_prob <= 1.0:
             raise ConfigError(f"unfiltered_prob must be in [0, 1], got {self.unfiltered_prob}")
         if self.amp not in ("none", "bf16", "fp16"):

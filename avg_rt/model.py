@@ -133,6 +133,10 @@ class Generator(nn.Module):
             preds[-1] = apply_deadzone(preds[-1], history[:, -self.cfg.channels :], self.cfg)
         return preds if all_scales else preds[-1]  # type: ignore[return-value]
 
+    def finest_last_conv(self) -> nn.Conv2d:
+        """The last convolution of the finest scale: the layer next to the output."""
+        return cast(nn.Conv2d, cast(ScaleGenerator, self.scales[-1]).convs[-1])
+
     def convs_to(self, dtype: torch.dtype) -> Generator:
         """Cast only the convolution weights (resizes and tanh stay float32); returns self."""
         for net in self.scales:

@@ -154,3 +154,40 @@ def test_still_weights_mark_pixels_the_target_keeps_from_the_frame_before():
     weights = torch.tensor([[[[10.0, 1.0], [1.0, 1.0]]]])
     assert lp_loss([pred], [truth], 2, [weights]).item() == 11.0
     assert lp_loss([pred], [truth], 2).item() == 2.0
+
+
+def test_adversarial_share_cap_lowers_this_steps_adversarial_weight_to_the_cap():
+    """With the cap, a G step equals one with lam_adv scaled to give the adversarial term
+    exactly the capped share of the last layer's gradient; under the cap nothing changes."""
+    import copy
+
+    from avg_rt.train.steps import _adv_cap
+
+    torch.manual_seed(0)
+    base = dataclasses.replace(PRESETS["small"], model=SMALL, lam_adv=1e6)  # a fresh D is weak
+    G, D = busy_generator(SMALL), Discriminator(SMALL)
+    clip = torch.rand(2, 5, 3, 32, 32) * 2 - 1
+    capped = dataclasses.replace(base, adv_share_cap=0.2)
+    G1, G2 = copy.deepcopy(G), copy.deepcopy(G)
+    logs = g_step(G1, D, torch.optim.SGD(G1.parameters(), lr=1e-3), clip, capped)
+    s = logs["train/adv_scale"]
+    assert 0 < s < 1 and logs["train/adv_share_last_layer"] > 0.2
+    manual = dataclasses.replace(base, lam_adv=1e6 * s)
+    g_step(G2, D, torch.optim.SGD(G2.parameters(), lr=1e-3), clip, manual)
+    for a, b in zip(G1.parameters(), G2.parameters()):
+        torch.testing.assert_close(a, b)
+    # At the scaled weight the share is the cap; a weight under the cap is left alone.
+    from avg_rt.train.steps import _d_inputs
+
+    from avg_rt.losses import generator_loss
+
+    preds, windows = unroll(G, split(clip, 4)[0], 1)
+    truth = pyramid(clip[:, 4], 4)
+    _, terms = generator_loss(
+        preds[0], truth, manual, D(*_d_inputs(preds, windows, manual, (0, 0)))
+    )
+    scale, share = _adv_cap(terms, dataclasses.replace(manual, adv_share_cap=0.2), G)
+    assert share == pytest.approx(0.2, rel=1e-3) and scale == pytest.approx(1.0, rel=1e-3)
+    assert _adv_cap(terms, dataclasses.replace(manual, adv_share_cap=0.5), G)[0] == 1.0
+    with pytest.raises(ConfigError, match="adv_share_cap"):
+        dataclasses.replace(base, adv_share_cap=1.0).validate()

@@ -11,6 +11,8 @@ step detaches G's predictions; the G step freezes D's parameters but back-propag
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from avg_rt.train.distributed import unwrap
 from torch import nn
@@ -19,7 +21,7 @@ from avg_rt.config import TrainConfig
 from avg_rt.data.clips import round_to_8bit
 from avg_rt.losses import adversarial_loss, generator_loss
 from avg_rt.metrics import frame_metrics
-from avg_rt.model import pyramid
+from avg_rt.model import Generator, pyramid
 
 Corner = tuple[int, int]  # top-left (y, x) of D's window in the crop; multiples of 2^(n-1)
 
@@ -216,9 +218,17 @@ def g_step(
             d_logits = D(*_d_inputs(preds, windows, cfg, corner))
         loss, terms = generator_loss(joined, truth, cfg, d_logits, lp_weights)
     logs = {}
+    if "adv" in terms and cfg.adv_share_cap > 0:
+        scale, share = _adv_cap(terms, cfg, unwrap(G))
+        loss = loss - (1 - scale) * cfg.lam_adv * terms["adv"]
+        logs = {"train/adv_scale": scale, "train/adv_share_last_layer": share}
     if measure_gradients:
-        weights = {"lp": cfg.lam_lp, "gdl": cfg.lam_gdl, "adv": cfg.lam_adv}
-        logs = _gradient_norms({k: weights[k] * t for k, t in terms.items()}, unwrap(G))
+        weights = {
+            "lp": cfg.lam_lp,
+            "gdl": cfg.lam_gdl,
+            "adv": cfg.lam_adv * logs.get("train/adv_scale", 1.0),
+        }
+        logs |= _gradient_norms({k: weights[k] * t for k, t in terms.items()}, unwrap(G))
     _update(loss, opt_g, scaler)
     if D is not None:
         D.requires_grad_(True)
@@ -231,6 +241,25 @@ def g_step(
         "train/psnr": m["psnr"].mean().item(),  # of the last unrolled step
         "train/sharp_diff": m["sharp_diff"].mean().item(),
     }
+
+
+def _adv_cap(terms: dict[str, torch.Tensor], cfg: TrainConfig, G: nn.Module) -> tuple[float, float]:
+    """The factor (<= 1) on this step's adversarial term that keeps its share of the gradient
+    of the finest scale's last convolution at most `cfg.adv_share_cap`, and the share before
+    it. The gradient of that layer needs only the finest prediction's (and D's) backward."""
+    last = cast(Generator, G).finest_last_conv().weight
+    pixel = cfg.lam_lp * terms["lp"] + cfg.lam_gdl * terms["gdl"]
+    (g_pix,) = torch.autograd.grad(pixel, last, retain_graph=True)
+    (g_adv,) = torch.autograd.grad(cfg.lam_adv * terms["adv"], last, retain_graph=True)
+    pix, adv = g_pix.float().norm().item(), g_adv.float().norm().item()
+    if adv == 0 or pix == 0:  # nothing to balance (or an FP16 gradient that underflowed)
+        return 1.0, float(adv > 0)
+    share = adv / (adv + pix)
+    if share <= cfg.adv_share_cap:
+        return 1.0, share
+    # Scaling adv by f gives the share f adv / (f adv + pix) = cap.
+    cap = cfg.adv_share_cap
+    return cap * pix / ((1 - cap) * adv), share
 
 
 def _gradient_norms(terms: dict[str, torch.Tensor], G: nn.Module) -> dict[str, float]:

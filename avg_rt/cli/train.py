@@ -124,6 +124,13 @@ def train(
         float | None,
         Opt(help="Weight of the Lp term on pixels the target keeps from the frame before (1)."),
     ] = None,
+    adv_share_cap: Annotated[
+        float | None,
+        Opt(
+            help="Cap on the adversarial term's share of the gradient of G's last layer; "
+            "lam_adv is lowered on the steps that exceed it (0: off)."
+        ),
+    ] = None,
     deadzone: Annotated[
         float | None,
         Opt(
@@ -227,6 +234,7 @@ def train(
         lam_gdl=lam_gdl,
         l_num=l_num,
         still_weight=still_weight,
+        adv_share_cap=adv_share_cap,
         alpha=alpha,
         test_recursions=test_recursions,
         save_interval=save_interval,
