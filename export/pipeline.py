@@ -140,6 +140,7 @@ def _check(
             name,
             history=history,
             inputs=inputs,
+            deadzone=generator.cfg.deadzone,
         )
 
 

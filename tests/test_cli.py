@@ -174,6 +174,9 @@ def test_data_then_train_end_to_end(tmp_path):
     result = runner.invoke(app, [*base, "--resume", "--steps", "4", "--deadzone", "8"])
     assert result.exit_code == 0 and "deadzone 0 -> 8" in result.output, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["deadzone"] == 8
+    result = runner.invoke(app, [*base, "--resume", "--steps", "5", "--preset", "small"])
+    assert result.exit_code == 0 and "deadzone" not in result.output, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["deadzone"] == 8
 
 
 def test_doctor_reports_this_machine_and_exits_0():

@@ -148,6 +148,18 @@ def test_deadzone_keeps_small_changes_exact_at_inference_only():
     # One channel's change over the threshold keeps the pixel's change in every channel.
     finest.bias.data[1] = 1 * 2 / 255
     assert torch.allclose(g.eval()(x)[:, 1], last[:, 1] + 2 / 255)
+    # Pixel by pixel on a busy generator: kept exactly where the largest channel's change
+    # is under the threshold, the raw (training-mode) prediction elsewhere, at every scale list.
+    from conftest import busy_generator
+
+    torch.manual_seed(0)
+    g = busy_generator(dataclasses.replace(cfg, deadzone=2))
+    x = torch.rand(2, 12, 24, 40) * 2 - 1
+    raw = g.train()(x)
+    change = (raw - x[:, -3:]).abs().amax(dim=1, keepdim=True)
+    want = torch.where(change < 2 * 2 / 255, x[:, -3:], raw)
+    assert 0.05 < (change < 4 / 255).float().mean() < 0.95
+    assert torch.equal(g.eval()(x), want) and torch.equal(g(x, all_scales=True)[-1], want)
     with pytest.raises(ConfigError, match="deadzone needs the delta form"):
         dataclasses.replace(SMALL, delta=False, residual=True, deadzone=4).validate()
     with pytest.raises(ConfigError, match="deadzone must be"):

@@ -179,3 +179,26 @@ def test_fp16_training_on_cuda_keeps_loss_scales(tiny_dataset, tmp_path):
     more = dataclasses.replace(cfg, steps=8)
     train(more, train_v, tmp_path / "run", test_v, resume=True, progress=False)
     assert checkpoint.load(path)["step"] == 8
+
+
+def test_periodic_tests_roll_out_as_a_checkpoint_does_then_training_resumes():
+    """The training loop's test rollouts run G in eval mode (its inference deadzone applied,
+    as a saved checkpoint is rolled out) and leave it in training mode."""
+    from avg_rt.train.loop import evaluate
+    from conftest import busy_generator
+
+    rng = np.random.default_rng(0)
+    clips = [
+        (
+            "v",
+            rng.integers(0, 256, (4, 16, 16, 3), np.uint8),
+            rng.integers(0, 256, (2, 16, 16, 3), np.uint8),
+        )
+    ]
+    G = busy_generator(dataclasses.replace(SMALL, deadzone=254)).train()  # keeps every pixel
+    scores = evaluate(G, clips, torch.device("cpu"))
+    assert G.training
+    assert scores["test/psnr_step1"] == scores["test/baseline_psnr_step1"]  # = copying
+    G = busy_generator(SMALL).train()
+    scores = evaluate(G, clips, torch.device("cpu"))
+    assert scores["test/psnr_step1"] != scores["test/baseline_psnr_step1"]

@@ -51,10 +51,12 @@ def evaluate(
     G: Generator, clips: Sequence[tuple[str, np.ndarray, np.ndarray]], device: torch.device
 ) -> dict[str, float]:
     """Recursive predictions on full test frames: mean PSNR and sharp difference at the first
-    and the last step, next to the copy-last-frame baseline."""
+    and the last step, next to the copy-last-frame baseline. G runs in eval mode, as a
+    checkpoint is rolled out (its inference deadzone included), then returns to its mode."""
     scores: dict[str, list[float]] = {}
     fmt = FrameFormat.of(G.cfg)
-    with TorchRunner(G, device) as runner:
+    was_training = G.training
+    with TorchRunner(G.eval(), device) as runner:
         for _, hist, truth in clips:
             h = frames_to_model(hist[None], device, fmt)  # (1, L, C, H, W)
             y = frames_to_model(truth[None], device, fmt)  # (1, S, C, H, W)
@@ -62,6 +64,7 @@ def evaluate(
             for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
                 scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
                 scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
+    G.train(was_training)
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 

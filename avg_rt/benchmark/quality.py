@@ -17,6 +17,7 @@ model's) is reported too.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +217,8 @@ def discriminator_accuracy(
 ) -> dict[str, float] | None:
     """D's accuracy on its own task over `windows` crops of the clips: real frames against the
     model's over the checkpoint's unrolled training length, drawn as training draws its clips
-    (movement filter included). None unless `path` is a checkpoint that keeps D."""
+    (movement filter included; G without its inference deadzone). None unless `path` is a
+    checkpoint that keeps D."""
     from avg_rt import checkpoint
     from avg_rt.data.clips import ClipSampler, clips_to_float
     from avg_rt.errors import CheckpointError
@@ -230,7 +232,9 @@ def discriminator_accuracy(
     if "discriminator" not in state:
         return None
     cfg = state["config"]
-    G, D = Generator(cfg.model), Discriminator(cfg.model)
+    # D's task as it trained: G's own predictions, without the inference-only deadzone.
+    G = Generator(dataclasses.replace(cfg.model, deadzone=0.0))
+    D = Discriminator(cfg.model)
     G.load_state_dict(state["generator"])
     D.load_state_dict(state["discriminator"])
     k = cfg.unroll

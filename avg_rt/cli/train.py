@@ -134,8 +134,9 @@ def train(
     deadzone: Annotated[
         float | None,
         Opt(
-            help="Delta form, at inference: changes below this many 8-bit levels (1/255 of "
-            "the range) in every channel are dropped, so still pixels stay exact (0: off)."
+            help="Delta form, at inference: a pixel whose predicted change is below this "
+            "many 8-bit levels (1/255 of the range) in every channel keeps the last frame "
+            "(0: off)."
         ),
     ] = None,
     l_num: Annotated[
@@ -276,8 +277,10 @@ def train(
                 channels=chans if chans is not None else saved.model.channels,
                 value_range=vrange or saved.model.value_range,
             )
-        if deadzone is not None:  # inference only: free to change on a resume
-            model = dataclasses.replace(model or saved.model, deadzone=deadzone)
+        # The deadzone is inference only: free to change on a resume, kept unless given.
+        if deadzone is not None or model is not None:
+            keep = saved.model.deadzone if deadzone is None else deadzone
+            model = dataclasses.replace(model or saved.model, deadzone=keep)
         cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)

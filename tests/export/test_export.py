@@ -200,3 +200,40 @@ def test_deadzone_is_part_of_the_exported_graph(tmp_path):
         assert (exact == kept.numpy()).mean() > (1.0 if not fp16 else 0.98) - 1e-9
         if not fp16:
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+
+
+def test_deadzone_flips_are_forgiven_only_at_the_threshold():
+    """A pixel that one backend keeps and the other changes by the threshold +- 1e-6 is a
+    flip of the hard cut (forgiven, counted); one changed by far more is a real error."""
+    import torch
+    from avg_rt.export.verify import forgive_deadzone_flips
+
+    last = torch.zeros(1, 3, 2, 2)
+    ref = last.clone()
+    out = last.clone()
+    t = 16 * 2 / 255
+    out[0, 1, 0, 0] = t + 1e-6  # ref kept it, out just over: a flip
+    ref[0, 0, 1, 1] = -(t + 2e-6)  # ref just over, out kept it: a flip
+    out[0, 2, 1, 0] = t + 0.05  # out changed a pixel ref kept, far from the threshold: an error
+    fixed, flips = forgive_deadzone_flips(out, ref, last, 16, 1e-4)
+    assert flips == 2
+    assert torch.equal(fixed[0, :, 0, 0], ref[0, :, 0, 0])
+    assert torch.equal(fixed[0, :, 1, 1], ref[0, :, 1, 1])
+    assert fixed[0, 2, 1, 0] == t + 0.05  # still counts against the artefact
+    assert forgive_deadzone_flips(out, ref, last, 0, 1e-4) == (out, 0)
+
+
+def test_export_of_a_deadzone_model_verifies(tmp_path, small_checkpoint):
+    from avg_rt import checkpoint as ck
+
+    ckpt = ck.save_networks(small_checkpoint, tmp_path / "dz.pt", deadzone=2)
+    out = tmp_path / "exported"
+    args = ["--batch", "1:1:2", "--height", "32:64:64", "--width", "32:48:48"]
+    result = cli.invoke(
+        app, ["export", str(ckpt), "--out", str(out), *args, "--verify-steps", "8", "--no-engine"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "verification.json").read_text())
+    assert summary["passed"]
+    meta = {p.key: p.value for p in onnx.load(out / "generator.onnx").metadata_props}
+    assert json.loads(meta["model_config"])["deadzone"] == 2
