@@ -246,7 +246,8 @@ def g_step(
 def _adv_cap(terms: dict[str, torch.Tensor], cfg: TrainConfig, G: nn.Module) -> tuple[float, float]:
     """The factor (<= 1) on this step's adversarial term that keeps its share of the gradient
     of the finest scale's last convolution at most `cfg.adv_share_cap`, and the share before
-    it. The gradient of that layer needs only the finest prediction's (and D's) backward."""
+    it. Two extra backward passes into that layer only: through D and, with unrolled steps,
+    through the later steps that the first predictions fed."""
     last = cast(Generator, G).finest_last_conv().weight
     pixel = cfg.lam_lp * terms["lp"] + cfg.lam_gdl * terms["gdl"]
     (g_pix,) = torch.autograd.grad(pixel, last, retain_graph=True)
