@@ -10,7 +10,6 @@ checkpoint from elsewhere cannot execute code. State dicts are of the unwrapped 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 import zipfile
@@ -19,7 +18,13 @@ from typing import Any
 
 import torch
 
-from avg_rt.config import ConfigError, TrainConfig, to_dict, train_config_from_dict
+from avg_rt.config import (
+    ConfigError,
+    TrainConfig,
+    to_dict,
+    train_config_from_dict,
+    with_deadzone,
+)
 from avg_rt.errors import CheckpointError
 from avg_rt.files import atomic_path, check_writable
 from avg_rt.model import Generator
@@ -119,12 +124,8 @@ def save_networks(
     it, so it is a choice made after training)."""
     data = load(src)
     if deadzone is not None:
-        cfg = data["config"]
         try:
-            data["config"] = dataclasses.replace(
-                cfg, model=dataclasses.replace(cfg.model, deadzone=deadzone)
-            )
-            data["config"].validate()
+            data["config"] = with_deadzone(data["config"], deadzone)
         except ConfigError as e:
             raise CheckpointError(src, f"cannot set deadzone {deadzone:g}: {e}") from None
     dst = Path(dst)

@@ -295,6 +295,13 @@ def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
     return dataclasses.replace(model, residual=residual, delta=delta)
 
 
+def with_deadzone(cfg: TrainConfig, deadzone: float) -> TrainConfig:
+    """`cfg` with its generator's inference deadzone set (validated: ConfigError)."""
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, deadzone=deadzone))
+    cfg.validate()
+    return cfg
+
+
 def resolve_config(
     preset: str,
     form: str | None = None,

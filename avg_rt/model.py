@@ -76,11 +76,21 @@ def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
     return x + (clamped - x).detach() if straight_through else clamped
 
 
+def largest_change(pred: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Per pixel, the largest change over the channels from `last` to `pred` (B, C, H, W):
+    (B, 1, H, W), in model units ([-1, 1])."""
+    return (pred - last).abs().amax(dim=1, keepdim=True)
+
+
+def deadzone_threshold(deadzone: float) -> float:
+    """`deadzone` levels (1/255 of the value range) in model units ([-1, 1])."""
+    return deadzone * 2 / 255
+
+
 def apply_deadzone(pred: torch.Tensor, last: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """`pred` (B, C, H, W) with the pixels whose change from `last` is below `cfg.deadzone`
-    levels (1/255 of the value range, [-1, 1] in the model) in every channel set to `last`."""
-    change = (pred - last).abs().amax(dim=1, keepdim=True)
-    return torch.where(change < cfg.deadzone * 2 / 255, last, pred)
+    levels in every channel set to `last`."""
+    return torch.where(largest_change(pred, last) < deadzone_threshold(cfg.deadzone), last, pred)
 
 
 class Generator(nn.Module):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from avg_rt.metrics import psnr, to_unit
+from avg_rt.model import deadzone_threshold, largest_change
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner, frame_format
 
@@ -136,11 +137,11 @@ def forgive_deadzone_flips(
     threshold: a backend error elsewhere still shows. All (B, C, H, W) on one device."""
     if not deadzone:
         return out, 0
-    t = deadzone * 2 / 255
+    t = deadzone_threshold(deadzone)
 
     def kept_and_near(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        change = (b - last).abs().amax(dim=1, keepdim=True)
-        return (a == last).all(dim=1, keepdim=True) & ((change - t).abs() <= band)
+        near = (largest_change(b, last) - t).abs() <= band
+        return (a == last).all(dim=1, keepdim=True) & near
 
     flips = kept_and_near(out, ref) | kept_and_near(ref, out)
     return torch.where(flips, ref, out), int(flips.sum())

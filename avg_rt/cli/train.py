@@ -16,6 +16,7 @@ from avg_rt.config import (
     TrainConfig,
     resolve_config,
     to_dict,
+    with_deadzone,
     with_form,
 )
 from avg_rt.files import check_outside
@@ -246,8 +247,7 @@ def train(
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
     cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
     if deadzone is not None:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, deadzone=deadzone))
-        cfg.validate()
+        cfg = with_deadzone(cfg, deadzone)
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
