@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from avg_rt.config import (
     TrainConfig,
     to_dict,
     train_config_from_dict,
-    with_deadzone,
+    with_inference_options,
 )
 from avg_rt.errors import CheckpointError
 from avg_rt.files import atomic_path, check_writable
@@ -116,18 +117,19 @@ def save_networks(
     discriminator: bool = False,
     overwrite: bool = False,
     deadzone: float | None = None,
+    palette: Sequence[Sequence[float]] | None = None,
 ) -> Path:
     """Write the generator (and, with `discriminator`, D), config and step of checkpoint `src`
     to `dst`, for deployment and shipping: no optimizer or RNG state. `dst` is itself a
-    checkpoint; one that keeps D lets `avg-rt bench quality` report D's accuracy. `deadzone`:
-    set the generator's inference deadzone (`ModelConfig.deadzone`; training never applies
-    it, so it is a choice made after training)."""
+    checkpoint; one that keeps D lets `avg-rt bench quality` report D's accuracy. `deadzone`,
+    `palette`: set the generator's inference-only options (`ModelConfig.deadzone`,
+    `ModelConfig.palette`, () for none; training never applies them, so they are choices
+    made after training)."""
     data = load(src)
-    if deadzone is not None:
-        try:
-            data["config"] = with_deadzone(data["config"], deadzone)
-        except ConfigError as e:
-            raise CheckpointError(src, f"cannot set deadzone {deadzone:g}: {e}") from None
+    try:
+        data["config"] = with_inference_options(data["config"], deadzone=deadzone, palette=palette)
+    except ConfigError as e:
+        raise CheckpointError(src, f"cannot set the inference options: {e}") from None
     dst = Path(dst)
     check_writable(dst, overwrite, [Path(src)])
     state = {"generator": data["generator"]}

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Colours a palette may have (`ModelConfig.palette`): beyond this, video is not palette video.
+MAX_PALETTE = 256
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the option."""
@@ -60,6 +63,15 @@ class ModelConfig:
     # (`avg_rt.checkpoint.save_networks`). For flat-palette video (games), where every true
     # change is many levels and a generator's small changes to still pixels only accumulate.
     deadzone: float = 0.0
+    # Not in the paper, inference only (eval mode: rollouts, exports): every predicted pixel
+    # becomes the nearest (Euclidean) of these colours, given in the frames' own values (0..255
+    # for 8-bit frames); empty: off. For video drawn from a small fixed palette (Atari games:
+    # 13 colours in Ms. Pac-Man's first maze), where every true change is a jump between
+    # colours and a generator's drift in hue or brightness only accumulates over a rollout.
+    # Training never applies it; `avg-rt train --palette auto` reads it off the training
+    # frames, `avg_rt.checkpoint.save_networks` sets it after training. Keeps still pixels
+    # exactly as a deadzone does, so at most one of the two.
+    palette: tuple[tuple[float, ...], ...] = ()
     # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
     # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
     init: str = "tf"
@@ -77,6 +89,19 @@ class ModelConfig:
     d_conditional: bool = True
     # Side of the square training patches D is built for (its FC sizes depend on it).
     patch_size: int = 32
+
+    def _validate_palette(self) -> None:
+        lo, hi = (0.0, 255.0) if self.value_range is None else self.value_range
+        if self.deadzone:
+            raise ConfigError("set at most one of palette and deadzone (both keep still pixels)")
+        if len(self.palette) > MAX_PALETTE:
+            raise ConfigError(f"palette has {len(self.palette)} colours, at most {MAX_PALETTE}")
+        for colour in self.palette:
+            if len(colour) != self.channels or not all(lo <= v <= hi for v in colour):
+                raise ConfigError(
+                    f"palette colour {list(colour)} is not {self.channels} values in "
+                    f"[{lo:g}, {hi:g}]"
+                )
 
     @property
     def n_scales(self) -> int:
@@ -108,6 +133,8 @@ class ModelConfig:
             raise ConfigError(f"deadzone must be in [0, 255) levels, got {self.deadzone}")
         if self.deadzone and not self.delta:
             raise ConfigError("deadzone needs the delta form (a change to the last frame)")
+        if self.palette:
+            self._validate_palette()
         if self.init not in ("tf", "torch"):
             raise ConfigError(f"init must be tf or torch, got {self.init!r}")
         if len(self.g_kernels) != self.n_scales:
@@ -295,11 +322,27 @@ def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
     return dataclasses.replace(model, residual=residual, delta=delta)
 
 
-def with_deadzone(cfg: TrainConfig, deadzone: float) -> TrainConfig:
-    """`cfg` with its generator's inference deadzone set (validated: ConfigError)."""
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, deadzone=deadzone))
+# ModelConfig fields that only inference applies: they may change after training.
+INFERENCE_ONLY = ("deadzone", "palette")
+
+
+def with_inference_options(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """`cfg` with its generator's inference-only options (INFERENCE_ONLY: `deadzone`,
+    `palette`) changed where not None (validated: ConfigError)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if unknown := set(changes) - set(INFERENCE_ONLY):
+        raise ValueError(f"not inference-only options: {sorted(unknown)}")
+    if "palette" in changes:
+        changes["palette"] = tuple(tuple(float(v) for v in c) for c in changes["palette"])
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
     cfg.validate()
     return cfg
+
+
+def training_form(model: ModelConfig) -> ModelConfig:
+    """`model` as training runs it: every inference-only option off."""
+    off = {k: getattr(ModelConfig(), k) for k in INFERENCE_ONLY}
+    return dataclasses.replace(model, **off)
 
 
 def resolve_config(

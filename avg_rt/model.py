@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avg_rt.config import ModelConfig
+from avg_rt.data.frames import FrameFormat
 
 
 def scale_sizes(height: int, width: int, n_scales: int) -> list[tuple[int, int]]:
@@ -93,6 +94,24 @@ def apply_deadzone(pred: torch.Tensor, last: torch.Tensor, cfg: ModelConfig) -> 
     return torch.where(largest_change(pred, last) < deadzone_threshold(cfg.deadzone), last, pred)
 
 
+def palette_tensor(cfg: ModelConfig) -> torch.Tensor:
+    """`cfg.palette` in model units, (K, C) float32 (K = 0 without one)."""
+    colours = torch.tensor(cfg.palette, dtype=torch.float32).reshape(-1, cfg.channels)
+    return FrameFormat.of(cfg).to_model(colours)
+
+
+def palette_scores(pred: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, K): each pixel's squared distance to each of `colours` (K, C), less the
+    pixel's own squared norm (the same for every colour); a MatMul in an ONNX graph."""
+    return (colours * colours).sum(1) - 2 * pred.movedim(1, -1) @ colours.T
+
+
+def snap_to_palette(pred: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """`pred` (B, C, H, W) with every pixel replaced by the nearest of `colours` (K, C)
+    (Euclidean; ties go to the first): ArgMin and Gather in an ONNX graph."""
+    return colours[palette_scores(pred, colours).argmin(-1)].movedim(-1, 1)
+
+
 class Generator(nn.Module):
     """Coarse-to-fine generator: (B, C * history_len, H, W) in [-1, 1] -> (B, C, H, W), C =
     `cfg.channels`."""
@@ -107,6 +126,8 @@ class Generator(nn.Module):
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
+        # Not in the state dict: it is the config's, and checkpoints stay loadable without it.
+        self.register_buffer("palette", palette_tensor(cfg), persistent=False)
         if cfg.delta:
             # Start as "nothing changes": every scale outputs its last input frame exactly.
             for net in self.scales:
@@ -141,6 +162,8 @@ class Generator(nn.Module):
         preds = self.forward_scales(history)
         if self.cfg.deadzone and not self.training:
             preds[-1] = apply_deadzone(preds[-1], history[:, -self.cfg.channels :], self.cfg)
+        if self.cfg.palette and not self.training:
+            preds[-1] = snap_to_palette(preds[-1], cast(torch.Tensor, self.palette))
         return preds if all_scales else preds[-1]  # type: ignore[return-value]
 
     def finest_last_conv(self) -> nn.Conv2d:

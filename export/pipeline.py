@@ -8,6 +8,8 @@ export leaves nothing half-written, and an existing OUT is replaced only with `o
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from avg_rt.checkpoint import load_generator
 from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import ExportError, RunnerError
 from avg_rt.files import atomic_path, atomic_write_text, check_writable
-from avg_rt.model import Generator
+from avg_rt.model import Generator, palette_tensor
 from avg_rt.runners import Runner
 from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 from avg_rt.runners.pyt import TorchRunner
@@ -129,7 +131,15 @@ def _check(
             picks = inputs(rollout_shape, 1000)
         fc = generator.cfg.channels
         history = picks.reshape(r.batch.min, channels // fc, fc, *rollout_shape[2:])
-    with TorchRunner(generator, device) as reference, candidate:
+    with contextlib.ExitStack() as stack:
+        reference = stack.enter_context(TorchRunner(generator, device))
+        stack.enter_context(candidate)
+        palette, unsnapped = None, None
+        if generator.cfg.palette:  # the reference's prediction before its snap
+            palette = palette_tensor(generator.cfg)
+            raw = Generator(dataclasses.replace(generator.cfg, palette=()))
+            raw.load_state_dict(generator.state_dict())
+            unsnapped = stack.enter_context(TorchRunner(raw, device))
         return verify(
             candidate,
             reference,
@@ -141,6 +151,8 @@ def _check(
             history=history,
             inputs=inputs,
             deadzone=generator.cfg.deadzone,
+            palette=palette,
+            unsnapped=unsnapped,
         )
 
 

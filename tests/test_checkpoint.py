@@ -88,5 +88,10 @@ def test_generator_only_copy(tmp_path):
     checkpoint.save(
         tmp_path / "res.pt", residual, 5, {"generator": Generator(residual.model).state_dict()}
     )
-    with pytest.raises(CheckpointError, match="cannot set deadzone 16: deadzone needs the delta"):
+    with pytest.raises(CheckpointError, match="inference options: deadzone needs the delta"):
         checkpoint.save_networks(tmp_path / "res.pt", tmp_path / "x.pt", deadzone=16)
+    # So is a palette; it replaces no weight, and a wrong one is refused with the file's name.
+    dst = checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "pal.pt", palette=[[0, 9, 255]])
+    assert checkpoint.load_generator(dst)[0].cfg.palette == ((0.0, 9.0, 255.0),)
+    with pytest.raises(CheckpointError, match="full.pt.*palette colour"):
+        checkpoint.save_networks(tmp_path / "full.pt", tmp_path / "y.pt", palette=[[0, 9]])

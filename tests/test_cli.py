@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -96,6 +97,7 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
             "--device gpu: must",
         ),
         (["train", "--data", "{tmp}", "--out", "{tmp}/file"], "{tmp}/file is a file, not a run"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--palette", "x"], "auto or none, got"),
         (["train", "--data", "{tmp}/small", "--out", "{tmp}/r"], "smaller than"),
         (["train", "--data", "{tmp}/small", "--out", "{tmp}/small/r"], "lies inside"),
     ],
@@ -177,6 +179,34 @@ def test_data_then_train_end_to_end(tmp_path):
     result = runner.invoke(app, [*base, "--resume", "--steps", "5", "--preset", "small"])
     assert result.exit_code == 0 and "deadzone" not in result.output, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["deadzone"] == 8
+    # So is the palette, read off the training frames; kept when not given again.
+    result = runner.invoke(app, [*base, "--resume", "--steps", "6", "--palette", "auto"])
+    assert result.exit_code == 1 and "at most one of palette and deadzone" in result.output
+    extra = ["--deadzone", "0", "--palette", "auto"]
+    result = runner.invoke(app, [*base, "--resume", "--steps", "6", *extra])
+    assert result.exit_code == 0, result.output
+    colours = {tuple(c) for v in (data / "Train").iterdir() for c in _colours(v)}
+    assert f"palette: {len(colours)} colours of the training frames" in result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert {tuple(c) for c in saved["palette"]} == colours and saved["deadzone"] == 0
+    result = runner.invoke(app, [*base, "--resume", "--steps", "7", "--preset", "small"])
+    assert result.exit_code == 0 and "palette" not in result.output, result.output
+    from avg_rt.checkpoint import load_generator
+
+    assert {
+        tuple(c) for c in load_generator(tmp_path / "run" / "checkpoint.pt")[0].cfg.palette
+    } == colours
+    result = runner.invoke(app, [*base, "--resume", "--steps", "8", "--palette", "none"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["palette"] == []
+
+
+def _colours(video: Path) -> set[tuple[int, ...]]:
+    import imageio.v3 as iio
+    import numpy as np
+
+    frames = [iio.imread(f)[..., :3].reshape(-1, 3) for f in sorted(video.iterdir())]
+    return {tuple(int(v) for v in c) for c in np.unique(np.concatenate(frames), axis=0)}
 
 
 def test_doctor_reports_this_machine_and_exits_0():

@@ -198,3 +198,23 @@ def test_atari_errors_and_no_overwrite(tmp_path, atari_dataset):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         record(AtariConfig(episodes=1, test_episodes=0, max_frames=5), atari_dataset)
     assert sorted(p.name for p in (atari_dataset / "Train").iterdir()) == before
+
+
+def test_palette_of_lists_every_colour_once_and_refuses_camera_video():
+    from avg_rt.data.frames import FrameFormat, palette_of
+
+    rgb = np.zeros((70, 4, 5, 3), np.uint8)  # more frames than one counting chunk (64)
+    rgb[3, 0, 0] = (228, 111, 111)
+    rgb[69, 1, 2] = (0, 28, 136)  # only in the last chunk
+    rgb[10, 3, 4] = (0, 0, 255)
+    got = palette_of([("a", rgb[:30]), ("b", rgb[30:])], FrameFormat(), 256)
+    assert sorted(got) == [(0, 0, 0), (0, 0, 255), (0, 28, 136), (228, 111, 111)]
+    gray = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    assert len(palette_of([("g", gray)], FrameFormat(channels=1), 256)) == 256
+    with pytest.raises(DataError, match="^g: more than 255 colours"):
+        palette_of([("g", gray)], FrameFormat(channels=1), 255)
+    fields = np.zeros((2, 4, 4, 5), np.uint8)  # 5 channels: counted by sorting
+    fields[1, 0, 0] = (1, 2, 3, 4, 5)
+    assert palette_of([("f", fields)], FrameFormat(channels=5), 8) == ((0,) * 5, (1, 2, 3, 4, 5))
+    with pytest.raises(DataError, match="^s: a palette needs 8-bit frames"):
+        palette_of([("s", rgb.astype(np.float32))], FrameFormat(value_range=(0, 1)), 256)

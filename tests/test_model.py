@@ -164,3 +164,46 @@ def test_deadzone_keeps_small_changes_exact_at_inference_only():
         dataclasses.replace(SMALL, delta=False, residual=True, deadzone=4).validate()
     with pytest.raises(ConfigError, match="deadzone must be"):
         dataclasses.replace(SMALL, delta=True, residual=False, deadzone=-1).validate()
+
+
+PALETTE = ((0, 28, 136), (228, 111, 111), (0, 0, 0), (84, 184, 153))
+
+
+def test_palette_snaps_every_pixel_to_its_nearest_colour_at_inference_only():
+    from conftest import busy_generator
+
+    from avg_rt.model import palette_tensor
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, palette=PALETTE)
+    g = busy_generator(cfg)
+    x = torch.rand(2, 12, 24, 40) * 2 - 1
+    raw = g.train()(x)
+    colours = palette_tensor(cfg)
+    assert torch.equal(colours[1], torch.tensor([228, 111, 111]) / 127.5 - 1)  # the data's map
+    # Brute force: the colour at the least Euclidean distance, pixel by pixel.
+    dist = ((raw[:, None] - colours[None, :, :, None, None]) ** 2).sum(2)  # (B, K, H, W)
+    want = colours[dist.argmin(1)].permute(0, 3, 1, 2)
+    got = g.eval()(x)
+    assert torch.equal(got, want) and torch.equal(g(x, all_scales=True)[-1], want)
+    assert len(torch.unique(dist.argmin(1))) >= 2  # the test sees more than one colour
+    assert not torch.equal(raw, want)  # training: the raw prediction
+    # The palette is the config's, not a weight: checkpoints load with or without it.
+    assert "palette" not in g.state_dict()
+    Generator(SMALL).load_state_dict(g.state_dict())
+
+
+def test_palette_config_is_validated():
+    for palette, message in (
+        (((0, 28),), r"palette colour \[0, 28\] is not 3 values in \[0, 255\]"),
+        (((0, 28, 256),), "is not 3 values"),
+        (((0, 0, 0),) * 257, "palette has 257 colours, at most 256"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            dataclasses.replace(SMALL, palette=palette).validate()
+    with pytest.raises(ConfigError, match="at most one of palette and deadzone"):
+        dataclasses.replace(SMALL, palette=PALETTE, deadzone=4).validate()
+    # Float frames: colours in the declared range.
+    dataclasses.replace(SMALL, channels=1, value_range=(-1, 2), palette=((-1,), (1.5,))).validate()
+    with pytest.raises(ConfigError, match=r"not 1 values in \[-1, 2\]"):
+        dataclasses.replace(SMALL, channels=1, value_range=(-1, 2), palette=((3,),)).validate()

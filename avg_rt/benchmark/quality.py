@@ -17,7 +17,6 @@ model's) is reported too.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,9 +216,10 @@ def discriminator_accuracy(
 ) -> dict[str, float] | None:
     """D's accuracy on its own task over `windows` crops of the clips: real frames against the
     model's over the checkpoint's unrolled training length, drawn as training draws its clips
-    (movement filter included; G without its inference deadzone). None unless `path` is a
+    (movement filter included; G without its inference-only options). None unless `path` is a
     checkpoint that keeps D."""
     from avg_rt import checkpoint
+    from avg_rt.config import training_form
     from avg_rt.data.clips import ClipSampler, clips_to_float
     from avg_rt.errors import CheckpointError
     from avg_rt.model import Discriminator, Generator
@@ -232,8 +232,8 @@ def discriminator_accuracy(
     if "discriminator" not in state:
         return None
     cfg = state["config"]
-    # D's task as it trained: G's own predictions, without the inference-only deadzone.
-    G = Generator(dataclasses.replace(cfg.model, deadzone=0.0))
+    # D's task as it trained: G's own predictions, without the inference-only options.
+    G = Generator(training_form(cfg.model))
     D = Discriminator(cfg.model)
     G.load_state_dict(state["generator"])
     D.load_state_dict(state["discriminator"])

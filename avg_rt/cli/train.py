@@ -11,13 +11,15 @@ import typer
 
 from avg_rt.cli.options import DeviceOpt, ProgressOpt, SeedOpt
 from avg_rt.config import (
+    INFERENCE_ONLY,
     ConfigError,
     ModelConfig,
     TrainConfig,
     resolve_config,
     to_dict,
-    with_deadzone,
+    training_form,
     with_form,
+    with_inference_options,
 )
 from avg_rt.files import check_outside
 
@@ -33,9 +35,9 @@ def resume_config(
 ) -> tuple[TrainConfig, list[str]]:
     """The saved config of a run with the options given on its resume applied, and a note
     for each value that changed. Refuses (ConfigError) a change of the network (`model`, from
-    --preset/--form) or of FIXED_ON_RESUME; the inference-only deadzone may change."""
+    --preset/--form) or of FIXED_ON_RESUME; the inference-only options may change."""
     model = model or saved.model
-    if dataclasses.replace(model, deadzone=saved.model.deadzone) != saved.model:
+    if training_form(model) != training_form(saved.model):
         raise ConfigError("--preset/--form: the run's network cannot change on --resume")
     given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
     for name in FIXED_ON_RESUME:
@@ -47,11 +49,39 @@ def resume_config(
     cfg = dataclasses.replace(saved, model=model, device=device, **given)
     cfg.validate()
     notes = [f"{k} {getattr(saved, k)} -> {v}" for k, v in given.items()]
-    if model.deadzone != saved.model.deadzone:
-        notes.append(f"deadzone {saved.model.deadzone:g} -> {model.deadzone:g}")
+    notes += [
+        f"{k} {_inference_option(saved.model, k)} -> {_inference_option(model, k)}"
+        for k in INFERENCE_ONLY
+        if getattr(model, k) != getattr(saved.model, k)
+    ]
     if "steps" in given and cfg.lr_decay > 0:
         notes.append(f"learning rates now decaying over the last {cfg.lr_decay:g} of {cfg.steps}")
     return cfg, notes
+
+
+def _with_palette(cfg: TrainConfig, train: Any, auto: bool, say: bool) -> TrainConfig:
+    """`cfg` with the palette of the recorded videos `train` (`auto`) or none."""
+    from avg_rt.config import MAX_PALETTE
+    from avg_rt.data.frames import FrameFormat, palette_of
+    from avg_rt.data.live import LiveFeed
+
+    if not auto:
+        return with_inference_options(cfg, palette=())
+    if isinstance(train, LiveFeed):
+        raise ConfigError(
+            "--palette auto reads the colours of recorded frames; a live stream "
+            "has none before training starts"
+        )
+    fmt = FrameFormat.of(cfg.model)
+    colours = palette_of(((v.name, v.frames) for v in train), fmt, MAX_PALETTE)
+    if say:
+        typer.echo(f"palette: {len(colours)} colours of the training frames")
+    return with_inference_options(cfg, palette=colours)
+
+
+def _inference_option(model: ModelConfig, name: str) -> str:
+    value = getattr(model, name)
+    return (f"{len(value)} colours" if value else "none") if name == "palette" else f"{value:g}"
 
 
 def _value_range(text: str | None) -> tuple[float, float] | None:
@@ -138,6 +168,14 @@ def train(
             help="Delta form, at inference: a pixel whose predicted change is below this "
             "many 8-bit levels (1/255 of the range) in every channel keeps the last frame "
             "(0: off)."
+        ),
+    ] = None,
+    palette: Annotated[
+        str | None,
+        Opt(
+            help="At inference, every predicted pixel becomes the nearest colour of the "
+            "training frames (8-bit palette video: games, cartoons; at most 256 colours): "
+            "auto; none: off. Not with --deadzone."
         ),
     ] = None,
     l_num: Annotated[
@@ -247,7 +285,9 @@ def train(
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
     cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
     if deadzone is not None:
-        cfg = with_deadzone(cfg, deadzone)
+        cfg = with_inference_options(cfg, deadzone=deadzone)
+    if palette not in (None, "auto", "none"):
+        raise ConfigError(f"--palette must be auto or none, got {palette!r}")
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
@@ -277,10 +317,12 @@ def train(
                 channels=chans if chans is not None else saved.model.channels,
                 value_range=vrange or saved.model.value_range,
             )
-        # The deadzone is inference only: free to change on a resume, kept unless given.
-        if deadzone is not None or model is not None:
-            keep = saved.model.deadzone if deadzone is None else deadzone
-            model = dataclasses.replace(model or saved.model, deadzone=keep)
+        # Inference-only options are free to change on a resume, and kept unless given.
+        if model is not None:
+            keep = {k: getattr(saved.model, k) for k in INFERENCE_ONLY}
+            model = dataclasses.replace(model, **keep)
+        if deadzone is not None:
+            model = dataclasses.replace(model or saved.model, deadzone=deadzone)
         cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)
@@ -309,6 +351,8 @@ def train(
     with open_training_data(data, cfg, test, mmap_cache, live, first_episode) as d:
         if main:
             typer.echo(f"{d.description}; run folder {out}")
+        if palette is not None:
+            cfg = _with_palette(cfg, d.train, palette == "auto", main)
         try:
             ckpt = run(cfg, d.train, out, d.test, resume=resume, progress=progress)
         except TrainingStopped as e:

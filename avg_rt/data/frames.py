@@ -5,6 +5,7 @@ Importing this module loads numpy only (a producer process checks frames without
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -155,3 +156,28 @@ class FrameFormat:
 
 
 RGB8 = FrameFormat()
+
+
+def palette_of(
+    videos: Iterable[tuple[str, np.ndarray]], fmt: FrameFormat, limit: int
+) -> tuple[tuple[int, ...], ...]:
+    """The distinct colours, sorted, of 8-bit `videos` ((name, (T, H, W, C) uint8 frames)
+    each, conformed to `fmt`): a palette for `ModelConfig.palette`. DataError naming the video
+    where the count passes `limit` (camera video, not palette video) or for float frames."""
+    weights = 256 ** np.arange(fmt.channels, dtype=np.int64)  # a colour as one integer
+    found = np.zeros(0, np.int64)
+    for name, frames in videos:
+        if not fmt.eight_bit:
+            raise DataError(name, f"a palette needs 8-bit frames; these are {fmt.describe()}")
+        for i in range(0, len(frames), 64):  # a few MB of pixels at a time
+            keys = np.asarray(frames[i : i + 64]).reshape(-1, fmt.channels) @ weights
+            if fmt.channels <= 3:  # counting is several times faster than sorting
+                new = np.flatnonzero(np.bincount(keys, minlength=1))
+            else:
+                new = np.unique(keys)
+            found = np.union1d(found, new)
+            if len(found) > limit:
+                raise DataError(
+                    name, f"more than {limit} colours: not palette video (a game, a cartoon)"
+                )
+    return tuple(tuple(int(k // w % 256) for w in weights) for k in found)

@@ -237,3 +237,54 @@ def test_export_of_a_deadzone_model_verifies(tmp_path, small_checkpoint):
     assert summary["passed"]
     meta = {p.key: p.value for p in onnx.load(out / "generator.onnx").metadata_props}
     assert json.loads(meta["model_config"])["deadzone"] == 2
+
+
+def test_palette_flips_are_forgiven_only_near_a_tie():
+    """A pixel whose raw prediction is all but equidistant from two colours may snap to either
+    on another backend (forgiven, counted); a pixel snapped far from a tie is a real error,
+    and so is an output that is not a palette colour."""
+    import torch
+    from avg_rt.export.verify import forgive_palette_flips
+
+    colours = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -1.0, -1.0]])
+    raw = torch.zeros(1, 3, 1, 4)
+    raw[0, :, 0, 0] = 1e-6  # a tie between colours 0 and 1, a hair on colour 1's side
+    raw[0, :, 0, 1:] = 0.5  # clearly colour 1: 0.5 from a tie with colour 0 or colour 2
+    ref = colours[[1, 1, 1, 1]].T.reshape(1, 3, 1, 4)
+    out = colours[[0, 0, 2, 1]].T.reshape(1, 3, 1, 4)
+    out[0, :, 0, 3] = 0.999  # not a palette colour
+    fixed, flips = forgive_palette_flips(out, ref, raw, colours, 1e-4)
+    assert flips == 1 and torch.equal(fixed[..., 0], ref[..., 0])
+    assert torch.equal(fixed[..., 1:], out[..., 1:])  # far from a tie, a third colour, off-palette
+    # The margin is tight: a shift of 0.5 in every channel reaches those ties.
+    assert forgive_palette_flips(out, ref, raw, colours, 0.49)[1] == 1
+    assert forgive_palette_flips(out, ref, raw, colours, 0.51)[1] == 3
+
+
+def test_export_of_a_palette_model_verifies(tmp_path, small_checkpoint):
+    """The palette's snap is in the graph (FP32 and FP16): every output pixel is a palette
+    colour, and verification against PyTorch passes, forgiving only near-ties."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from avg_rt import checkpoint as ck
+    from avg_rt.model import palette_tensor
+
+    palette = [[0, 28, 136], [228, 111, 111], [0, 0, 0], [84, 184, 153], [255, 255, 255]]
+    ckpt = ck.save_networks(small_checkpoint, tmp_path / "pal.pt", palette=palette)
+    out = tmp_path / "exported"
+    args = ["--batch", "1:1:2", "--height", "32:64:64", "--width", "32:48:48", "--fp16"]
+    result = cli.invoke(
+        app, ["export", str(ckpt), "--out", str(out), *args, "--verify-steps", "8", "--no-engine"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "verification.json").read_text())["passed"]
+    colours = palette_tensor(ck.load_generator(ckpt)[0].cfg).numpy()
+    for name in ("generator.onnx", "generator.fp16.onnx"):
+        model = onnx.load(out / name)
+        assert "ArgMin" in {n.op_type for n in model.graph.node}
+        sess = ort.InferenceSession(model.SerializeToString())
+        x = np.random.default_rng(0).uniform(-1, 1, (2, 12, 40, 48)).astype(np.float32)
+        (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
+        pixels = got.transpose(0, 2, 3, 1).reshape(-1, 1, 3)
+        assert (np.abs(pixels - colours[None]).max(-1) == 0).any(-1).all()
