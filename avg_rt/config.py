@@ -96,10 +96,14 @@ class ModelConfig:
             raise ConfigError("set at most one of palette and deadzone (both keep still pixels)")
         if len(self.palette) > MAX_PALETTE:
             raise ConfigError(f"palette has {len(self.palette)} colours, at most {MAX_PALETTE}")
+        levels = self.value_range is None  # 8-bit frames: colours are levels
         for colour in self.palette:
-            if len(colour) != self.channels or not all(lo <= v <= hi for v in colour):
+            if len(colour) != self.channels or not all(
+                lo <= v <= hi and (not levels or float(v).is_integer()) for v in colour
+            ):
+                kind = "whole levels" if levels else "values"
                 raise ConfigError(
-                    f"palette colour {list(colour)} is not {self.channels} values in "
+                    f"palette colour {list(colour)} is not {self.channels} {kind} in "
                     f"[{lo:g}, {hi:g}]"
                 )
 

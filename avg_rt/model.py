@@ -108,8 +108,11 @@ def palette_scores(pred: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
 
 def snap_to_palette(pred: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     """`pred` (B, C, H, W) with every pixel replaced by the nearest of `colours` (K, C)
-    (Euclidean; ties go to the first): ArgMin and Gather in an ONNX graph."""
-    return colours[palette_scores(pred, colours).argmin(-1)].movedim(-1, 1)
+    (Euclidean; ties go to the first): MatMul, ArgMin and Gather in an ONNX graph. Always in
+    float32, also under autocast: a half-precision distance picks other colours."""
+    with torch.autocast(pred.device.type, enabled=False):
+        pred, colours = pred.float(), colours.float()
+        return F.embedding(palette_scores(pred, colours).argmin(-1), colours).movedim(-1, 1)
 
 
 class Generator(nn.Module):

@@ -63,6 +63,11 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 # tolerance, and about 4x the worst step error measured on the shipped small model for FP16
 # (2.4e-3) and INT8.
 PALETTE_FLIP_BANDS = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+# At most this share of a check's pixels may be forgiven as palette flips: the margin admits
+# many pixels where the raw prediction lies between colours (random frames: ~9% at the FP16
+# band, ~40% at INT8's), so an artefact that moved them all would otherwise pass. Measured on
+# the shipped small model: 0.02% (FP16), see README "Export verification".
+PALETTE_MAX_FLIP_SHARE = 0.01
 
 
 REPORTED = "reported"  # the tolerance of a check that informs and does not judge
@@ -179,6 +184,12 @@ def forgive_palette_flips(
     return torch.where(flips, ref, out), int(flips.sum())
 
 
+def _few(palette_flips: int, shape: Sequence[int], steps: int = 1) -> bool:
+    """Whether `palette_flips` over `steps` outputs of (B, C, H, W) `shape` are few enough."""
+    b, _, h, w = shape
+    return palette_flips <= PALETTE_MAX_FLIP_SHARE * steps * b * h * w
+
+
 def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
     """Max and mean absolute difference, and PSNR in dB (mean over the batch)."""
     a, b = a.float().cpu(), b.float().cpu()
@@ -209,7 +220,8 @@ def verify(
     them in `Check.deadzone_flips`. `palette` (K, C), the model's colours in model units, with
     `unsnapped`, the reference without them: every check forgives the pixels a backend error
     within PALETTE_FLIP_BANDS[precision] could snap to another colour
-    (`forgive_palette_flips`), counted in `Check.palette_flips`."""
+    (`forgive_palette_flips`), counted in `Check.palette_flips`, and fail where they are more
+    than PALETTE_MAX_FLIP_SHARE of the check's pixels."""
     fmt = frame_format(reference)
     fc = fmt.channels
     checks = []
@@ -242,7 +254,7 @@ def verify(
                 max_abs,
                 db,
                 str(step_tol),
-                step_tol.passes(max_abs, db),
+                step_tol.passes(max_abs, db) and _few(snaps, shape),
                 deadzone_flips=flips,
                 palette_flips=snaps,
             )
@@ -272,7 +284,9 @@ def verify(
     for kind, per_step, tol in (("forced", forced, step_tol), ("rollout", free, None)):
         worst_abs = max(s["max_abs"] for s in per_step)
         worst_db = min(s["psnr"] for s in per_step)
-        passed = tol is None or tol.passes(worst_abs, worst_db)
+        passed = tol is None or (
+            tol.passes(worst_abs, worst_db) and _few(snaps, rollout_shape, steps)
+        )
         limit = str(tol) if tol is not None else REPORTED
         checks.append(
             Check(
@@ -297,9 +311,10 @@ def print_reports(reports: Sequence[Report]) -> None:
 
     table = Table(
         title="verification against PyTorch FP32 (forced: teacher-forced rollout; "
-        "rollout: free-running; worst step of each)"
+        "rollout: free-running; worst step of each; flips: pixels forgiven at the deadzone's "
+        "threshold or a palette near-tie)"
     )
-    for col in ("artefact", "check", "BxHxW", "max|diff|", "PSNR dB", "limit", ""):
+    for col in ("artefact", "check", "BxHxW", "max|diff|", "PSNR dB", "flips", "limit", ""):
         table.add_column(col)
     for r in reports:
         for c in r.checks:
@@ -312,6 +327,7 @@ def print_reports(reports: Sequence[Report]) -> None:
                 f"{b}x{h}x{w}",
                 f"{c.max_abs:.1e}",
                 f"{c.psnr:.1f}",
+                str(c.deadzone_flips + c.palette_flips),
                 c.tolerance,
                 "-" if c.tolerance == REPORTED else "ok" if c.passed else "[red]FAIL[/red]",
             )

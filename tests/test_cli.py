@@ -98,6 +98,10 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         ),
         (["train", "--data", "{tmp}", "--out", "{tmp}/file"], "{tmp}/file is a file, not a run"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--palette", "x"], "auto or none, got"),
+        (
+            ["train", "--data", "raw:-:32x32x3", "--out", "{tmp}/r", "--palette", "auto"],
+            "a live stream has none",
+        ),
         (["train", "--data", "{tmp}/small", "--out", "{tmp}/r"], "smaller than"),
         (["train", "--data", "{tmp}/small", "--out", "{tmp}/small/r"], "lies inside"),
     ],
@@ -181,7 +185,7 @@ def test_data_then_train_end_to_end(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["deadzone"] == 8
     # So is the palette, read off the training frames; kept when not given again.
     result = runner.invoke(app, [*base, "--resume", "--steps", "6", "--palette", "auto"])
-    assert result.exit_code == 1 and "at most one of palette and deadzone" in result.output
+    assert result.exit_code == 1 and "deadzone 8; at most one of the two" in result.output
     extra = ["--deadzone", "0", "--palette", "auto"]
     result = runner.invoke(app, [*base, "--resume", "--steps", "6", *extra])
     assert result.exit_code == 0, result.output
@@ -196,9 +200,13 @@ def test_data_then_train_end_to_end(tmp_path):
     assert {
         tuple(c) for c in load_generator(tmp_path / "run" / "checkpoint.pt")[0].cfg.palette
     } == colours
-    result = runner.invoke(app, [*base, "--resume", "--steps", "8", "--palette", "none"])
+    # Back from the palette to a deadzone, in one resume.
+    extra = ["--palette", "none", "--deadzone", "4"]
+    result = runner.invoke(app, [*base, "--resume", "--steps", "8", *extra])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["palette"] == []
+    assert f"deadzone 0 -> 4, palette {len(colours)} colours -> none" in result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert saved["palette"] == [] and saved["deadzone"] == 4
 
 
 def _colours(video: Path) -> set[tuple[int, ...]]:

@@ -218,3 +218,13 @@ def test_palette_of_lists_every_colour_once_and_refuses_camera_video():
     assert palette_of([("f", fields)], FrameFormat(channels=5), 8) == ((0,) * 5, (1, 2, 3, 4, 5))
     with pytest.raises(DataError, match="^s: a palette needs 8-bit frames"):
         palette_of([("s", rgb.astype(np.float32))], FrameFormat(value_range=(0, 1)), 256)
+
+
+def test_palette_of_keeps_every_channel_of_wide_frames():
+    from avg_rt.data.frames import FrameFormat, palette_of
+
+    fields = np.zeros((2, 4, 4, 9), np.uint8)  # 9 channels: no colour fits one 64-bit key
+    fields[1, 0, 0, 8] = 5
+    fields[1, 1, 0, 0] = 7
+    got = palette_of([("f", fields)], FrameFormat(channels=9), 8)
+    assert got == ((0,) * 9, (0,) * 8 + (5,), (7,) + (0,) * 8)

@@ -195,15 +195,32 @@ def test_palette_snaps_every_pixel_to_its_nearest_colour_at_inference_only():
 
 def test_palette_config_is_validated():
     for palette, message in (
-        (((0, 28),), r"palette colour \[0, 28\] is not 3 values in \[0, 255\]"),
-        (((0, 28, 256),), "is not 3 values"),
+        (((0, 28),), r"palette colour \[0, 28\] is not 3 whole levels in \[0, 255\]"),
+        (((0, 28, 256),), "is not 3 whole levels"),
         (((0, 0, 0),) * 257, "palette has 257 colours, at most 256"),
     ):
         with pytest.raises(ConfigError, match=message):
             dataclasses.replace(SMALL, palette=palette).validate()
+    with pytest.raises(ConfigError, match=r"\[0, 9.5, 3\] is not 3 whole levels"):
+        dataclasses.replace(SMALL, palette=((0, 9.5, 3),)).validate()  # 8-bit frames
     with pytest.raises(ConfigError, match="at most one of palette and deadzone"):
         dataclasses.replace(SMALL, palette=PALETTE, deadzone=4).validate()
     # Float frames: colours in the declared range.
     dataclasses.replace(SMALL, channels=1, value_range=(-1, 2), palette=((-1,), (1.5,))).validate()
     with pytest.raises(ConfigError, match=r"not 1 values in \[-1, 2\]"):
         dataclasses.replace(SMALL, channels=1, value_range=(-1, 2), palette=((3,),)).validate()
+
+
+def test_palette_snap_runs_in_float32_under_autocast():
+    """Half-precision distances would pick other colours: the snap leaves autocast."""
+    from avg_rt.model import palette_scores, palette_tensor, snap_to_palette
+
+    torch.manual_seed(0)
+    colours = palette_tensor(dataclasses.replace(SMALL, palette=PALETTE + ((90, 100, 110),)))
+    pred = torch.rand(2, 3, 64, 64) * 2 - 1
+    want = snap_to_palette(pred, colours)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = snap_to_palette(pred, colours)
+        unguarded = colours[palette_scores(pred, colours).argmin(-1)].movedim(-1, 1)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert not torch.equal(unguarded, want)  # what the guard prevents

@@ -59,23 +59,34 @@ def resume_config(
     return cfg, notes
 
 
-def _with_palette(cfg: TrainConfig, train: Any, auto: bool, say: bool) -> TrainConfig:
-    """`cfg` with the palette of the recorded videos `train` (`auto`) or none."""
+def _check_palette_auto(cfg: TrainConfig, data: Any) -> None:
+    """Refuse --palette auto, before any data is read, where it cannot be made."""
+    from avg_rt.data.frames import FrameFormat
+    from avg_rt.training import stream_of
+
+    if cfg.model.deadzone:
+        raise ConfigError(
+            f"--palette auto: the model has deadzone {cfg.model.deadzone:g}; at most one of "
+            "the two (add --deadzone 0)"
+        )
+    if stream_of(data, FrameFormat.of(cfg.model)) is not None:
+        raise ConfigError(
+            "--palette auto reads the colours of recorded frames; a live stream has none "
+            "before training starts"
+        )
+
+
+def _with_palette(cfg: TrainConfig, train: Any, say: bool) -> TrainConfig:
+    """`cfg` with the palette of the recorded videos `train` (all their colours)."""
     from avg_rt.config import MAX_PALETTE
     from avg_rt.data.frames import FrameFormat, palette_of
-    from avg_rt.data.live import LiveFeed
 
-    if not auto:
-        return with_inference_options(cfg, palette=())
-    if isinstance(train, LiveFeed):
-        raise ConfigError(
-            "--palette auto reads the colours of recorded frames; a live stream "
-            "has none before training starts"
-        )
-    fmt = FrameFormat.of(cfg.model)
-    colours = palette_of(((v.name, v.frames) for v in train), fmt, MAX_PALETTE)
+    colours = palette_of(
+        ((v.name, v.frames) for v in train), FrameFormat.of(cfg.model), MAX_PALETTE
+    )
     if say:
-        typer.echo(f"palette: {len(colours)} colours of the training frames")
+        was = _inference_option(cfg.model, "palette")
+        typer.echo(f"palette: {len(colours)} colours of the training frames (was {was})")
     return with_inference_options(cfg, palette=colours)
 
 
@@ -284,10 +295,11 @@ def train(
     )
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
     cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
-    if deadzone is not None:
-        cfg = with_inference_options(cfg, deadzone=deadzone)
     if palette not in (None, "auto", "none"):
         raise ConfigError(f"--palette must be auto or none, got {palette!r}")
+    # Inference-only options given now; --palette auto is read off the data once it is open.
+    given = {"deadzone": deadzone, "palette": () if palette == "none" else None}
+    cfg = with_inference_options(cfg, **given)
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
@@ -321,11 +333,14 @@ def train(
         if model is not None:
             keep = {k: getattr(saved.model, k) for k in INFERENCE_ONLY}
             model = dataclasses.replace(model, **keep)
-        if deadzone is not None:
-            model = dataclasses.replace(model or saved.model, deadzone=deadzone)
+        if any(v is not None for v in given.values()):
+            changes = {k: v for k, v in given.items() if v is not None}
+            model = dataclasses.replace(model or saved.model, **changes)
         cfg, changed = resume_config(saved, model, device, overrides)
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)
+    if palette == "auto":
+        _check_palette_auto(cfg, data)
     if dry_run:
         typer.echo(json.dumps(to_dict(cfg), indent=2))
         return
@@ -351,8 +366,8 @@ def train(
     with open_training_data(data, cfg, test, mmap_cache, live, first_episode) as d:
         if main:
             typer.echo(f"{d.description}; run folder {out}")
-        if palette is not None:
-            cfg = _with_palette(cfg, d.train, palette == "auto", main)
+        if palette == "auto":
+            cfg = _with_palette(cfg, d.train, main)
         try:
             ckpt = run(cfg, d.train, out, d.test, resume=resume, progress=progress)
         except TrainingStopped as e:

@@ -5,6 +5,7 @@ Importing this module loads numpy only (a producer process checks frames without
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -164,20 +165,34 @@ def palette_of(
     """The distinct colours, sorted, of 8-bit `videos` ((name, (T, H, W, C) uint8 frames)
     each, conformed to `fmt`): a palette for `ModelConfig.palette`. DataError naming the video
     where the count passes `limit` (camera video, not palette video) or for float frames."""
-    weights = 256 ** np.arange(fmt.channels, dtype=np.int64)  # a colour as one integer
-    found = np.zeros(0, np.int64)
+    c = fmt.channels
+    found = np.zeros((0, c), np.uint8)
     for name, frames in videos:
         if not fmt.eight_bit:
             raise DataError(name, f"a palette needs 8-bit frames; these are {fmt.describe()}")
-        for i in range(0, len(frames), 64):  # a few MB of pixels at a time
-            keys = np.asarray(frames[i : i + 64]).reshape(-1, fmt.channels) @ weights
-            if fmt.channels <= 3:  # counting is several times faster than sorting
-                new = np.flatnonzero(np.bincount(keys, minlength=1))
-            else:
-                new = np.unique(keys)
-            found = np.union1d(found, new)
+        step = max(1, PALETTE_CHUNK_PIXELS // max(1, math.prod(frames.shape[1:3])))
+        for i in range(0, len(frames), step):
+            pixels = np.asarray(frames[i : i + step]).reshape(-1, c)
+            found = np.unique(np.concatenate([found, _colours(pixels)]), axis=0)
             if len(found) > limit:
                 raise DataError(
                     name, f"more than {limit} colours: not palette video (a game, a cartoon)"
                 )
-    return tuple(tuple(int(k // w % 256) for w in weights) for k in found)
+    return tuple(tuple(int(v) for v in colour) for colour in found)
+
+
+# Pixels `palette_of` reads at a time: ~50 MB of working memory at 3 channels.
+PALETTE_CHUNK_PIXELS = 2**22
+
+
+def _colours(pixels: np.ndarray) -> np.ndarray:
+    """The distinct rows of (N, C) uint8 `pixels`, (K, C) uint8."""
+    c = pixels.shape[1]
+    if c > 3:
+        return np.unique(pixels, axis=0)
+    # Up to 3 channels a colour is one integer below 2^24, and counting beats sorting.
+    keys = np.zeros(len(pixels), np.uint32)
+    for j in range(c):
+        keys |= pixels[:, j].astype(np.uint32) << (8 * j)
+    found = np.flatnonzero(np.bincount(keys, minlength=1)).astype(np.uint32)
+    return np.stack([(found >> (8 * j)) & 255 for j in range(c)], axis=1).astype(np.uint8)

@@ -288,3 +288,58 @@ def test_export_of_a_palette_model_verifies(tmp_path, small_checkpoint):
         (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
         pixels = got.transpose(0, 2, 3, 1).reshape(-1, 1, 3)
         assert (np.abs(pixels - colours[None]).max(-1) == 0).any(-1).all()
+
+
+def test_verification_fails_an_artefact_that_moves_many_near_ties():
+    """Forgiveness has a budget: an artefact that puts every near-tie pixel within INT8's band
+    on the other colour is refused, though each of its pixels alone would be forgiven; the
+    reference itself passes with no flip."""
+    import dataclasses
+
+    import torch
+    from avg_rt.export.verify import PALETTE_FLIP_BANDS, verify
+    from conftest import busy_generator
+
+    from avg_rt.model import Generator, palette_scores, palette_tensor
+    from avg_rt.runners.pyt import TorchRunner
+
+    torch.manual_seed(0)
+    palette = ((0, 28, 136), (228, 111, 111), (0, 0, 0), (84, 184, 153), (198, 89, 179))
+    cfg = dataclasses.replace(PRESETS["small"].model, palette=palette)
+    gen = busy_generator(cfg).eval()
+    raw_gen = Generator(dataclasses.replace(cfg, palette=()))
+    raw_gen.load_state_dict(gen.state_dict())
+    colours = palette_tensor(cfg)
+
+    class SecondChoice(TorchRunner):
+        """Snaps every pixel within the band of a tie to its second-nearest colour."""
+
+        def predict(self, history: torch.Tensor) -> torch.Tensor:
+            scores = palette_scores(raw_gen.eval()(history), colours)
+            two = scores.topk(2, dim=-1, largest=False)
+            gap = two.values[..., 1] - two.values[..., 0]
+            a, b = colours[two.indices[..., 0]], colours[two.indices[..., 1]]
+            near = gap <= 2 * PALETTE_FLIP_BANDS["int8"] * (a - b).abs().sum(-1)
+            return torch.where(near[..., None], b, a).movedim(-1, 1)
+
+    def check(candidate: TorchRunner):
+        with TorchRunner(gen) as ref, TorchRunner(raw_gen) as raw, candidate:
+            shapes = [(1, 12, 32, 32), (2, 12, 40, 48)]
+            return verify(
+                candidate,
+                ref,
+                shapes,
+                (1, 12, 32, 32),
+                4,
+                "int8",
+                "x",
+                palette=colours,
+                unsnapped=raw,
+            )
+
+    bad = check(SecondChoice(gen))
+    steps = [c for c in bad.checks if c.kind == "step"]
+    assert not bad.passed and all(c.palette_flips > 0.01 * 32 * 32 for c in steps)
+    assert all(c.psnr == float("inf") for c in steps)  # every flip forgiven, yet refused
+    good = check(TorchRunner(gen))
+    assert good.passed and all(c.palette_flips == 0 for c in good.checks)
