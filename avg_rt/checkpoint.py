@@ -118,16 +118,19 @@ def save_networks(
     overwrite: bool = False,
     deadzone: float | None = None,
     palette: Sequence[Sequence[float]] | None = None,
+    palette_radius: float | None = None,
 ) -> Path:
     """Write the generator (and, with `discriminator`, D), config and step of checkpoint `src`
     to `dst`, for deployment and shipping: no optimizer or RNG state. `dst` is itself a
     checkpoint; one that keeps D lets `avg-rt bench quality` report D's accuracy. `deadzone`,
-    `palette`: set the generator's inference-only options (`ModelConfig.deadzone`,
-    `ModelConfig.palette`, () for none; training never applies them, so they are choices
-    made after training)."""
+    `palette`, `palette_radius`: set the generator's inference-only options (`ModelConfig`'s,
+    palette () for none; training never applies them, so they are choices made after
+    training)."""
     data = load(src)
     try:
-        data["config"] = with_inference_options(data["config"], deadzone=deadzone, palette=palette)
+        data["config"] = with_inference_options(
+            data["config"], deadzone=deadzone, palette=palette, palette_radius=palette_radius
+        )
     except ConfigError as e:
         raise CheckpointError(src, f"cannot set the inference options: {e}") from None
     dst = Path(dst)

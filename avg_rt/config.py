@@ -72,6 +72,10 @@ class ModelConfig:
     # frames, `avg_rt.checkpoint.save_networks` sets it after training. Keeps still pixels
     # exactly as a deadzone does, so at most one of the two.
     palette: tuple[tuple[float, ...], ...] = ()
+    # With a palette: only pixels within this Euclidean distance (over the channels, in 1/255ths
+    # of the value range: 8-bit levels) of their nearest colour snap to it; pixels farther from
+    # every colour (a sprite's uncertain edge) keep the prediction. 0: every pixel snaps.
+    palette_radius: float = 0.0
     # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
     # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
     init: str = "tf"
@@ -139,6 +143,10 @@ class ModelConfig:
             raise ConfigError("deadzone needs the delta form (a change to the last frame)")
         if self.palette:
             self._validate_palette()
+        if not (math.isfinite(self.palette_radius) and self.palette_radius >= 0):
+            raise ConfigError(f"palette_radius must be >= 0 levels, got {self.palette_radius}")
+        if self.palette_radius and not self.palette:
+            raise ConfigError("palette_radius needs a palette")
         if self.init not in ("tf", "torch"):
             raise ConfigError(f"init must be tf or torch, got {self.init!r}")
         if len(self.g_kernels) != self.n_scales:
@@ -327,12 +335,12 @@ def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
 
 
 # ModelConfig fields that only inference applies: they may change after training.
-INFERENCE_ONLY = ("deadzone", "palette")
+INFERENCE_ONLY = ("deadzone", "palette", "palette_radius")
 
 
 def with_inference_options(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     """`cfg` with its generator's inference-only options (INFERENCE_ONLY: `deadzone`,
-    `palette`) changed where not None (validated: ConfigError)."""
+    `palette`, `palette_radius`) changed where not None (validated: ConfigError)."""
     changes = {k: v for k, v in changes.items() if v is not None}
     if unknown := set(changes) - set(INFERENCE_ONLY):
         raise ValueError(f"not inference-only options: {sorted(unknown)}")

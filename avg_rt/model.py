@@ -83,15 +83,16 @@ def largest_change(pred: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return (pred - last).abs().amax(dim=1, keepdim=True)
 
 
-def deadzone_threshold(deadzone: float) -> float:
-    """`deadzone` levels (1/255 of the value range) in model units ([-1, 1])."""
-    return deadzone * 2 / 255
+def levels(n: float) -> float:
+    """`n` levels (1/255 of the value range) in model units ([-1, 1]): the unit of the
+    inference options `deadzone` and `palette_radius`."""
+    return n * 2 / 255
 
 
 def apply_deadzone(pred: torch.Tensor, last: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
     """`pred` (B, C, H, W) with the pixels whose change from `last` is below `cfg.deadzone`
     levels in every channel set to `last`."""
-    return torch.where(largest_change(pred, last) < deadzone_threshold(cfg.deadzone), last, pred)
+    return torch.where(largest_change(pred, last) < levels(cfg.deadzone), last, pred)
 
 
 def palette_tensor(cfg: ModelConfig) -> torch.Tensor:
@@ -106,13 +107,24 @@ def palette_scores(pred: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
     return (colours * colours).sum(1) - 2 * pred.movedim(1, -1) @ colours.T
 
 
-def snap_to_palette(pred: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+def snap_to_palette(pred: torch.Tensor, colours: torch.Tensor, radius: float = 0.0) -> torch.Tensor:
     """`pred` (B, C, H, W) with every pixel replaced by the nearest of `colours` (K, C)
-    (Euclidean; ties go to the first): MatMul, ArgMin and Gather in an ONNX graph. Always in
-    float32, also under autocast: a half-precision distance picks other colours."""
+    (Euclidean; ties go to the first), or (`radius` > 0, model units) only the pixels closer
+    than `radius` to it: MatMul, ArgMin and Gather in an ONNX graph. Always in float32, also
+    under autocast: a half-precision distance picks other colours."""
     with torch.autocast(pred.device.type, enabled=False):
         pred, colours = pred.float(), colours.float()
-        return F.embedding(palette_scores(pred, colours).argmin(-1), colours).movedim(-1, 1)
+        scores = palette_scores(pred, colours)
+        snapped = F.embedding(scores.argmin(-1), colours).movedim(-1, 1)
+        if not radius:
+            return snapped
+        return torch.where(nearest_distance(pred, scores) < radius, snapped, pred)
+
+
+def nearest_distance(pred: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W): each pixel's distance to its nearest colour, from `palette_scores`."""
+    squared = scores.amin(-1)[:, None] + (pred * pred).sum(1, keepdim=True)
+    return squared.clamp(min=0).sqrt()
 
 
 class Generator(nn.Module):
@@ -166,7 +178,8 @@ class Generator(nn.Module):
         if self.cfg.deadzone and not self.training:
             preds[-1] = apply_deadzone(preds[-1], history[:, -self.cfg.channels :], self.cfg)
         if self.cfg.palette and not self.training:
-            preds[-1] = snap_to_palette(preds[-1], cast(torch.Tensor, self.palette))
+            colours = cast(torch.Tensor, self.palette)
+            preds[-1] = snap_to_palette(preds[-1], colours, levels(self.cfg.palette_radius))
         return preds if all_scales else preds[-1]  # type: ignore[return-value]
 
     def finest_last_conv(self) -> nn.Conv2d:

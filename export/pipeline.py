@@ -27,7 +27,7 @@ from avg_rt.checkpoint import load_generator
 from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import ExportError, RunnerError
 from avg_rt.files import atomic_path, atomic_write_text, check_writable
-from avg_rt.model import Generator, palette_tensor
+from avg_rt.model import Generator, levels, palette_tensor
 from avg_rt.runners import Runner
 from avg_rt.runners.onnxrt import OnnxRuntimeRunner
 from avg_rt.runners.pyt import TorchRunner
@@ -137,7 +137,7 @@ def _check(
         palette, unsnapped = None, None
         if generator.cfg.palette:  # the reference's prediction before its snap
             palette = palette_tensor(generator.cfg)
-            raw = Generator(dataclasses.replace(generator.cfg, palette=()))
+            raw = Generator(dataclasses.replace(generator.cfg, palette=(), palette_radius=0.0))
             raw.load_state_dict(generator.state_dict())
             unsnapped = stack.enter_context(TorchRunner(raw, device))
         return verify(
@@ -153,6 +153,7 @@ def _check(
             deadzone=generator.cfg.deadzone,
             palette=palette,
             unsnapped=unsnapped,
+            palette_radius=levels(generator.cfg.palette_radius),
         )
 
 

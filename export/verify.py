@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from avg_rt.metrics import psnr, to_unit
-from avg_rt.model import deadzone_threshold, largest_change, palette_scores
+from avg_rt.model import largest_change, levels, nearest_distance, palette_scores
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner, frame_format
 
@@ -151,7 +151,7 @@ def forgive_deadzone_flips(
     threshold: a backend error elsewhere still shows. All (B, C, H, W) on one device."""
     if not deadzone:
         return out, 0
-    t = deadzone_threshold(deadzone)
+    t = levels(deadzone)
 
     def kept_and_near(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         near = (largest_change(b, last) - t).abs() <= band
@@ -162,25 +162,40 @@ def forgive_deadzone_flips(
 
 
 def forgive_palette_flips(
-    out: torch.Tensor, ref: torch.Tensor, raw: torch.Tensor, colours: torch.Tensor, band: float
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    raw: torch.Tensor,
+    colours: torch.Tensor,
+    band: float,
+    radius: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
     """`out` with the pixels that a backend error of at most `band` (max over channels) in
-    the raw prediction could have snapped to another palette colour than `ref`'s replaced by
-    `ref`'s, and their count. `raw`: the reference's prediction before the snap; `colours`
-    (K, C): the palette. With a = out's colour and b = ref's, a shift e of `raw` makes a the
-    nearer only if |raw - a|^2 - |raw - b|^2 <= 2 e.(a - b) <= 2 band |a - b|_1: a pixel
-    counts only where `out` is exactly a palette colour and within that margin, so a
-    backend error elsewhere still shows. All (B, C, H, W) on one device."""
+    the raw prediction could have snapped otherwise than `ref` replaced by `ref`'s, and their
+    count. `raw`: the reference's prediction before the snap; `colours` (K, C): the palette;
+    `radius`: the model's (`ModelConfig.palette_radius`, model units; 0: every pixel snaps).
+    Two kinds of flip. Both snapped, to colours a (out) and b (ref): a shift e of `raw` makes
+    a the nearer only if |raw - a|^2 - |raw - b|^2 <= 2 e.(a - b) <= 2 band |a - b|_1. One
+    snapped to raw's nearest colour and the other not: raw's distance to it is within
+    band * sqrt(C) of `radius`. Elsewhere a backend error still shows. All (B, C, H, W) on
+    one device."""
 
     def nearest(x: torch.Tensor) -> torch.Tensor:  # (B, H, W) palette index
         return palette_scores(x, colours).argmin(-1)
+
+    def at(x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+        return (x == colour).all(1, keepdim=True)
 
     a, b = nearest(out), nearest(ref)
     ca, cb = colours[a].movedim(-1, 1), colours[b].movedim(-1, 1)
     scores = palette_scores(raw, colours)
     gap = (scores.gather(-1, a[..., None]) - scores.gather(-1, b[..., None])).movedim(-1, 1)
     margin = 2 * band * (ca - cb).abs().sum(1, keepdim=True)
-    flips = (out != ref).any(1, keepdim=True) & (out == ca).all(1, keepdim=True) & (gap <= margin)
+    flips = at(out, ca) & at(ref, cb) & (gap <= margin)
+    if radius:
+        c = colours[scores.argmin(-1)].movedim(-1, 1)
+        edge = (nearest_distance(raw, scores) - radius).abs() <= band * raw.shape[1] ** 0.5
+        flips |= edge & (at(out, c) ^ at(ref, c))
+    flips &= (out != ref).any(1, keepdim=True)
     return torch.where(flips, ref, out), int(flips.sum())
 
 
@@ -211,6 +226,7 @@ def verify(
     deadzone: float = 0.0,
     palette: torch.Tensor | None = None,
     unsnapped: Runner | None = None,
+    palette_radius: float = 0.0,
 ) -> Report:
     """Compare entered runners on single steps at `shapes` ((B, C, H, W) each, made by
     `inputs(shape, seed)`) and on a `steps`-step rollout of `rollout_shape`, teacher-forced and
@@ -218,7 +234,8 @@ def verify(
     frames). `deadzone`: the model's (`ModelConfig.deadzone`); FP32 checks forgive the pixels
     its threshold splits (`forgive_deadzone_flips`, within the FP32 tolerance of it) and count
     them in `Check.deadzone_flips`. `palette` (K, C), the model's colours in model units, with
-    `unsnapped`, the reference without them: every check forgives the pixels a backend error
+    `unsnapped`, the reference without them, and `palette_radius` (model units): every check
+    forgives the pixels a backend error
     within PALETTE_FLIP_BANDS[precision] could snap to another colour
     (`forgive_palette_flips`), counted in `Check.palette_flips`, and fail where they are more
     than PALETTE_MAX_FLIP_SHARE of the check's pixels."""
@@ -238,7 +255,7 @@ def verify(
         if palette is not None and unsnapped is not None:
             raw = unsnapped.predict(window.to(unsnapped.device)).float().cpu()
             out, snaps = forgive_palette_flips(
-                out, ref, raw, palette.cpu(), PALETTE_FLIP_BANDS[precision]
+                out, ref, raw, palette.cpu(), PALETTE_FLIP_BANDS[precision], palette_radius
             )
         return _diff(out, ref), flips, snaps
 

@@ -186,13 +186,14 @@ def test_data_then_train_end_to_end(tmp_path):
     # So is the palette, read off the training frames; kept when not given again.
     result = runner.invoke(app, [*base, "--resume", "--steps", "6", "--palette", "auto"])
     assert result.exit_code == 1 and "deadzone 8; at most one of the two" in result.output
-    extra = ["--deadzone", "0", "--palette", "auto"]
+    extra = ["--deadzone", "0", "--palette", "auto", "--palette-radius", "40"]
     result = runner.invoke(app, [*base, "--resume", "--steps", "6", *extra])
     assert result.exit_code == 0, result.output
     colours = {tuple(c) for v in (data / "Train").iterdir() for c in _colours(v)}
     assert f"palette: {len(colours)} colours of the training frames" in result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
     assert {tuple(c) for c in saved["palette"]} == colours and saved["deadzone"] == 0
+    assert saved["palette_radius"] == 40
     result = runner.invoke(app, [*base, "--resume", "--steps", "7", "--preset", "small"])
     assert result.exit_code == 0 and "palette" not in result.output, result.output
     from avg_rt.checkpoint import load_generator
@@ -206,7 +207,7 @@ def test_data_then_train_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"deadzone 0 -> 4, palette {len(colours)} colours -> none" in result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
-    assert saved["palette"] == [] and saved["deadzone"] == 4
+    assert saved["palette"] == [] and saved["deadzone"] == 4 and saved["palette_radius"] == 0
 
 
 def _colours(video: Path) -> set[tuple[int, ...]]:

@@ -224,3 +224,26 @@ def test_palette_snap_runs_in_float32_under_autocast():
         unguarded = colours[palette_scores(pred, colours).argmin(-1)].movedim(-1, 1)
     assert got.dtype == torch.float32 and torch.equal(got, want)
     assert not torch.equal(unguarded, want)  # what the guard prevents
+
+
+def test_palette_radius_snaps_only_pixels_near_a_colour():
+    from conftest import busy_generator
+
+    from avg_rt.model import palette_tensor
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(SMALL, palette=PALETTE, palette_radius=120)
+    g = busy_generator(cfg)
+    x = torch.rand(2, 12, 24, 40) * 2 - 1
+    raw = g.train()(x)
+    colours = palette_tensor(cfg)
+    dist = ((raw[:, None] - colours[None, :, :, None, None]) ** 2).sum(2).sqrt()  # (B, K, H, W)
+    near = dist.amin(1, keepdim=True) < 120 * 2 / 255
+    want = torch.where(near, colours[dist.argmin(1)].permute(0, 3, 1, 2), raw)
+    assert 0.05 < near.float().mean() < 0.95  # both kinds of pixel are there
+    assert torch.allclose(g.eval()(x), want, atol=1e-6)
+    assert torch.equal(g.eval()(x)[near.expand_as(raw)], want[near.expand_as(raw)])
+    with pytest.raises(ConfigError, match="palette_radius needs a palette"):
+        dataclasses.replace(SMALL, palette_radius=4).validate()
+    with pytest.raises(ConfigError, match="palette_radius must be >= 0"):
+        dataclasses.replace(SMALL, palette=PALETTE, palette_radius=-1).validate()

@@ -59,10 +59,13 @@ def resume_config(
     return cfg, notes
 
 
-def _check_palette_auto(cfg: TrainConfig, data: Any) -> None:
+def _check_palette_auto(cfg: TrainConfig, data: Any, radius: float | None) -> None:
     """Refuse --palette auto, before any data is read, where it cannot be made."""
     from avg_rt.data.frames import FrameFormat
     from avg_rt.training import stream_of
+
+    if radius is not None and not radius >= 0:
+        raise ConfigError(f"--palette-radius must be >= 0 levels, got {radius:g}")
 
     if cfg.model.deadzone:
         raise ConfigError(
@@ -76,8 +79,9 @@ def _check_palette_auto(cfg: TrainConfig, data: Any) -> None:
         )
 
 
-def _with_palette(cfg: TrainConfig, train: Any, say: bool) -> TrainConfig:
-    """`cfg` with the palette of the recorded videos `train` (all their colours)."""
+def _with_palette(cfg: TrainConfig, train: Any, radius: float | None, say: bool) -> TrainConfig:
+    """`cfg` with the palette of the recorded videos `train` (all their colours), and
+    `radius` where given."""
     from avg_rt.config import MAX_PALETTE
     from avg_rt.data.frames import FrameFormat, palette_of
 
@@ -87,7 +91,7 @@ def _with_palette(cfg: TrainConfig, train: Any, say: bool) -> TrainConfig:
     if say:
         was = _inference_option(cfg.model, "palette")
         typer.echo(f"palette: {len(colours)} colours of the training frames (was {was})")
-    return with_inference_options(cfg, palette=colours)
+    return with_inference_options(cfg, palette=colours, palette_radius=radius)
 
 
 def _inference_option(model: ModelConfig, name: str) -> str:
@@ -187,6 +191,13 @@ def train(
             help="At inference, every predicted pixel becomes the nearest colour of the "
             "training frames (8-bit palette video: games, cartoons; at most 256 colours): "
             "auto; none: off. Not with --deadzone."
+        ),
+    ] = None,
+    palette_radius: Annotated[
+        float | None,
+        Opt(
+            help="With --palette: only pixels within this many 8-bit levels (Euclidean over "
+            "the channels) of their nearest colour snap to it (0: every pixel)."
         ),
     ] = None,
     l_num: Annotated[
@@ -299,6 +310,8 @@ def train(
         raise ConfigError(f"--palette must be auto or none, got {palette!r}")
     # Inference-only options given now; --palette auto is read off the data once it is open.
     given = {"deadzone": deadzone, "palette": () if palette == "none" else None}
+    if palette != "auto":  # else set with the palette it needs
+        given["palette_radius"] = 0.0 if palette == "none" else palette_radius
     cfg = with_inference_options(cfg, **given)
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
@@ -340,7 +353,7 @@ def train(
         if changed:
             typer.echo("resuming with " + ", ".join(changed), err=True)
     if palette == "auto":
-        _check_palette_auto(cfg, data)
+        _check_palette_auto(cfg, data, palette_radius)
     if dry_run:
         typer.echo(json.dumps(to_dict(cfg), indent=2))
         return
@@ -367,7 +380,7 @@ def train(
         if main:
             typer.echo(f"{d.description}; run folder {out}")
         if palette == "auto":
-            cfg = _with_palette(cfg, d.train, main)
+            cfg = _with_palette(cfg, d.train, palette_radius, main)
         try:
             ckpt = run(cfg, d.train, out, d.test, resume=resume, progress=progress)
         except TrainingStopped as e:

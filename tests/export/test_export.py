@@ -259,11 +259,23 @@ def test_palette_flips_are_forgiven_only_near_a_tie():
     # The margin is tight: a shift of 0.5 in every channel reaches those ties.
     assert forgive_palette_flips(out, ref, raw, colours, 0.49)[1] == 1
     assert forgive_palette_flips(out, ref, raw, colours, 0.51)[1] == 3
+    # With a radius: one side snapped to raw's nearest colour, the other kept raw, forgiven
+    # only where raw lies within band * sqrt(3) of the radius.
+    raw = torch.zeros(1, 3, 1, 2)
+    raw[0, :, 0, 0] = 1 - 0.2 / 3**0.5  # 0.2 from colour 1: on a radius of 0.2
+    raw[0, :, 0, 1] = 1 - 0.1 / 3**0.5  # 0.1 from it: well inside
+    ref = colours[[1, 1]].T.reshape(1, 3, 1, 2)  # the reference snapped both
+    out = raw.clone()  # the candidate snapped neither
+    fixed, flips = forgive_palette_flips(out, ref, raw, colours, 1e-4, radius=0.2)
+    assert flips == 1 and torch.equal(fixed[..., 0], ref[..., 0])
+    assert torch.equal(fixed[..., 1], out[..., 1])
 
 
-def test_export_of_a_palette_model_verifies(tmp_path, small_checkpoint):
+@pytest.mark.parametrize("radius", [0, 64])
+def test_export_of_a_palette_model_verifies(tmp_path, small_checkpoint, radius):
     """The palette's snap is in the graph (FP32 and FP16): every output pixel is a palette
-    colour, and verification against PyTorch passes, forgiving only near-ties."""
+    colour (with a radius: or farther than it from every colour), and verification against
+    PyTorch passes, forgiving only near-ties."""
     import numpy as np
     import onnxruntime as ort
 
@@ -271,7 +283,9 @@ def test_export_of_a_palette_model_verifies(tmp_path, small_checkpoint):
     from avg_rt.model import palette_tensor
 
     palette = [[0, 28, 136], [228, 111, 111], [0, 0, 0], [84, 184, 153], [255, 255, 255]]
-    ckpt = ck.save_networks(small_checkpoint, tmp_path / "pal.pt", palette=palette)
+    ckpt = ck.save_networks(
+        small_checkpoint, tmp_path / "pal.pt", palette=palette, palette_radius=radius
+    )
     out = tmp_path / "exported"
     args = ["--batch", "1:1:2", "--height", "32:64:64", "--width", "32:48:48", "--fp16"]
     result = cli.invoke(
@@ -287,7 +301,9 @@ def test_export_of_a_palette_model_verifies(tmp_path, small_checkpoint):
         x = np.random.default_rng(0).uniform(-1, 1, (2, 12, 40, 48)).astype(np.float32)
         (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
         pixels = got.transpose(0, 2, 3, 1).reshape(-1, 1, 3)
-        assert (np.abs(pixels - colours[None]).max(-1) == 0).any(-1).all()
+        snapped = (np.abs(pixels - colours[None]).max(-1) == 0).any(-1)
+        far = np.sqrt(((pixels - colours[None]) ** 2).sum(-1)).min(-1) >= radius * 2 / 255 - 1e-5
+        assert (snapped | (far if radius else False)).all() and snapped.mean() > 0.05
 
 
 def test_verification_fails_an_artefact_that_moves_many_near_ties():
