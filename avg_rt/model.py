@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avg_rt.config import ModelConfig
+from avg_rt.config import ModelConfig, training_form
 from avg_rt.data.frames import FrameFormat
 
 
@@ -181,6 +181,13 @@ class Generator(nn.Module):
             colours = cast(torch.Tensor, self.palette)
             preds[-1] = snap_to_palette(preds[-1], colours, levels(self.cfg.palette_radius))
         return preds if all_scales else preds[-1]  # type: ignore[return-value]
+
+    def network_only(self) -> Generator:
+        """A Generator with these weights and every inference-only option off
+        (`config.training_form`): the raw network's prediction, as training sees it."""
+        g = Generator(training_form(self.cfg))
+        g.load_state_dict(self.state_dict())
+        return g.train(self.training)
 
     def finest_last_conv(self) -> nn.Conv2d:
         """The last convolution of the finest scale: the layer next to the output."""

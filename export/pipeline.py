@@ -9,7 +9,6 @@ export leaves nothing half-written, and an existing OUT is replaced only with `o
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -137,9 +136,7 @@ def _check(
         palette, unsnapped = None, None
         if generator.cfg.palette:  # the reference's prediction before its snap
             palette = palette_tensor(generator.cfg)
-            raw = Generator(dataclasses.replace(generator.cfg, palette=(), palette_radius=0.0))
-            raw.load_state_dict(generator.state_dict())
-            unsnapped = stack.enter_context(TorchRunner(raw, device))
+            unsnapped = stack.enter_context(TorchRunner(generator.network_only(), device))
         return verify(
             candidate,
             reference,

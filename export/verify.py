@@ -235,10 +235,9 @@ def verify(
     its threshold splits (`forgive_deadzone_flips`, within the FP32 tolerance of it) and count
     them in `Check.deadzone_flips`. `palette` (K, C), the model's colours in model units, with
     `unsnapped`, the reference without them, and `palette_radius` (model units): every check
-    forgives the pixels a backend error
-    within PALETTE_FLIP_BANDS[precision] could snap to another colour
-    (`forgive_palette_flips`), counted in `Check.palette_flips`, and fail where they are more
-    than PALETTE_MAX_FLIP_SHARE of the check's pixels."""
+    forgives the pixels a backend error within PALETTE_FLIP_BANDS[precision] could snap to
+    another colour (`forgive_palette_flips`), counted in `Check.palette_flips`, and fails
+    where they are more than PALETTE_MAX_FLIP_SHARE of the check's pixels."""
     fmt = frame_format(reference)
     fc = fmt.channels
     checks = []

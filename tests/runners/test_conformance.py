@@ -9,7 +9,6 @@ from avg_rt.export.verify import random_history
 from conftest import HAS_CUDA, needs_cuda, needs_tensorrt
 
 from avg_rt.checkpoint import load_generator
-from avg_rt.config import training_form
 from avg_rt.data.clips import round_to_8bit
 from avg_rt.errors import RunnerError
 from avg_rt.metrics import psnr, to_unit
@@ -199,10 +198,7 @@ def shipped_network() -> Generator:
     """The shipped small model's network, without its inference palette: these tests measure
     the convolutions' arithmetic, which the palette's snap would turn into whole-colour flips
     at the pixels next to a near-tie."""
-    shipped, _ = load_generator(SHIPPED)
-    gen = Generator(training_form(shipped.cfg)).eval()
-    gen.load_state_dict(shipped.state_dict())
-    return gen
+    return load_generator(SHIPPED)[0].network_only().eval()
 
 
 def test_tf32_rounding_would_break_fp32_parity(monkeypatch):
