@@ -56,6 +56,13 @@ class ModelConfig:
     # scale), added and clamped to [-1, 1], with the last convolution zero-initialised, so
     # "nothing changes" is the starting point and an exact output. Replaces `residual`.
     delta: bool = False
+    # Not in the paper, with `delta`: each scale also predicts, per pixel, softmax weights over
+    # its history frames, and its change is added to that blend instead of to the last frame
+    # alone. Atari sprites flicker (the console multiplexes them) and blink with short
+    # periods: 65% of the pixels that change between two Ms. Pac-Man frames take the value
+    # they had 2 to 4 frames earlier, which the blend can pick exactly. Starts as `delta`
+    # (the weights on the last frame: SELECT_LAST_LOGIT).
+    select: bool = False
     # Not in the paper, delta form only, inference only (eval mode: rollouts, exports): a pixel
     # whose predicted change from the last input frame is below `deadzone` in every channel
     # keeps the last frame's value exactly. In 1/255ths of the value range (8-bit levels for
@@ -139,6 +146,8 @@ class ModelConfig:
             raise ConfigError("delta replaces residual: set at most one of them")
         if not (math.isfinite(self.deadzone) and 0 <= self.deadzone < 255):
             raise ConfigError(f"deadzone must be in [0, 255) levels, got {self.deadzone}")
+        if self.select and not self.delta:
+            raise ConfigError("select needs the delta form (a change added to the blend)")
         if self.deadzone and not self.delta:
             raise ConfigError("deadzone needs the delta form (a change to the last frame)")
         if self.palette:
@@ -321,7 +330,12 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-FORMS = {"plain": (False, False), "residual": (True, False), "delta": (False, True)}
+FORMS: dict[str, dict[str, bool]] = {
+    "plain": dict(residual=False, delta=False, select=False),
+    "residual": dict(residual=True, delta=False, select=False),
+    "delta": dict(residual=False, delta=True, select=False),
+    "select": dict(residual=False, delta=True, select=True),
+}
 
 
 def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
@@ -330,8 +344,10 @@ def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
         return model
     if form not in FORMS:
         raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
-    residual, delta = FORMS[form]
-    return dataclasses.replace(model, residual=residual, delta=delta)
+    flags = FORMS[form]
+    return dataclasses.replace(
+        model, residual=flags["residual"], delta=flags["delta"], select=flags["select"]
+    )
 
 
 # ModelConfig fields that only inference applies: they may change after training.

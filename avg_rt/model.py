@@ -70,6 +70,20 @@ class ScaleGenerator(nn.Module):
         return self.convs(x.to(first.weight.dtype)).float()  # (B, C, h, w)
 
 
+# Select form: the starting logit of the last history frame (the others start at 0), so a new
+# generator blends 98% of the last frame at every scale: nearly the delta form's "nothing
+# changes", with gradient left for the other frames' weights.
+SELECT_LAST_LOGIT = 5.0
+
+
+def blend_history(history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per pixel, the softmax(`logits`)-weighted sum of the frames of `history`: (B, C * L,
+    h, w) and (B, L, h, w) -> (B, C, h, w), in float32."""
+    weights = torch.softmax(logits.float(), dim=1)
+    frames = history.float().unflatten(1, (logits.shape[1], -1))  # (B, L, C, h, w)
+    return (weights.unsqueeze(2) * frames).sum(1)
+
+
 def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
     """Clamp to [-1, 1]. `straight_through` (training): the gradient passes as if unclamped,
     so a pixel pushed past the range is still pulled back by the loss instead of going dead."""
@@ -136,8 +150,9 @@ class Generator(nn.Module):
         cfg.validate()
         self.cfg = cfg
         c = cfg.channels
+        out = c + (cfg.history_len if cfg.select else 0)  # select: the blend's logits too
         self.scales = nn.ModuleList(
-            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, c)
+            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, out)
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
@@ -149,6 +164,9 @@ class Generator(nn.Module):
                 last = cast(nn.Conv2d, cast(ScaleGenerator, net).convs[-1])
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(cast(torch.Tensor, last.bias))
+                if cfg.select:
+                    with torch.no_grad():
+                        cast(torch.Tensor, last.bias)[-1] = SELECT_LAST_LOGIT
 
     def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
         """Predictions of every scale, coarsest first; each (B, C, H // 2^k, W // 2^k).
@@ -163,7 +181,10 @@ class Generator(nn.Module):
                 out = net(torch.cat([x, up], dim=1))  # C * history_len + C channels in
             else:
                 up, out = None, net(x)
-            if self.cfg.delta:  # a change to the last input frame at this scale
+            if self.cfg.select:  # a change to a per-pixel blend of the history frames
+                base = blend_history(x, out[:, c:])
+                preds.append(clip_unit(base + out[:, :c], straight_through=self.training))
+            elif self.cfg.delta:  # a change to the last input frame at this scale
                 preds.append(clip_unit(x[:, -c:] + out, straight_through=self.training))
             elif up is not None and self.cfg.residual:  # authors' form: refine the coarser one
                 preds.append(torch.tanh(out + up))

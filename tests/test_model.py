@@ -121,6 +121,33 @@ def test_delta_form_starts_as_copying_and_stays_in_range():
         dataclasses.replace(SMALL, delta=True, residual=True).validate()
 
 
+def test_select_form_starts_near_copying_and_can_pick_an_older_frame():
+    from avg_rt.config import with_form
+    from avg_rt.model import SELECT_LAST_LOGIT, blend_history
+
+    cfg = with_form(SMALL, "select")
+    assert cfg.delta and cfg.select and not cfg.residual
+    g = Generator(cfg)
+    x = torch.rand(2, 12, 40, 48) * 2 - 1
+    # New: every scale blends its history with softmax([0, 0, 0, SELECT_LAST_LOGIT]) weights.
+    w = torch.softmax(torch.tensor([0.0, 0.0, 0.0, SELECT_LAST_LOGIT]), 0)
+    assert w[-1] > 0.98
+    for p, hist in zip(g.forward_scales(x), pyramid(x, 4)):
+        want = sum(w[k] * hist[:, 3 * k : 3 * k + 3] for k in range(4))
+        torch.testing.assert_close(p, want.clamp(-1, 1))
+    # Logits that favour one frame per pixel pick it: a flickering sprite's earlier colour.
+    logits = torch.zeros(2, 4, 40, 48)
+    logits[:, 1, :, :24] = 60  # left half: the frame 3 steps before the next
+    logits[:, 3, :, 24:] = 60  # right half: the last frame
+    picked = blend_history(x, logits)
+    torch.testing.assert_close(picked[..., :24], x[:, 3:6, :, :24], rtol=0, atol=1e-6)
+    torch.testing.assert_close(picked[..., 24:], x[:, 9:12, :, 24:], rtol=0, atol=1e-6)
+    # The finest scale's last convolution gives the change (3 channels) and the 4 logits.
+    assert g.finest_last_conv().out_channels == 3 + 4
+    with pytest.raises(ConfigError, match="select needs the delta form"):
+        dataclasses.replace(SMALL, delta=False, select=True).validate()
+
+
 def test_straight_through_clamp_keeps_the_gradient_of_saturated_pixels():
     from avg_rt.model import clip_unit
 

@@ -146,7 +146,8 @@ def train(
         str | None,
         Opt(
             help="What G's scales predict: plain (the paper), residual (a refinement of the "
-            "coarser scale, the authors' code) or delta (a change to the last frame)."
+            "coarser scale, the authors' code), delta (a change to the last frame) or select "
+            "(a change to a per-pixel blend of the history frames)."
         ),
     ] = None,
     unroll: Annotated[

@@ -202,6 +202,32 @@ def test_deadzone_is_part_of_the_exported_graph(tmp_path):
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
 
+def test_select_form_exports_to_onnx():
+    """The select form's softmax blend of the history frames is in the ONNX graph, FP32 and
+    FP16 (the blend in float32), and gives PyTorch's prediction."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from avg_rt.export.to_onnx import to_onnx
+    from conftest import busy_generator
+
+    from avg_rt.config import with_form
+
+    torch.manual_seed(0)
+    gen = busy_generator(with_form(PRESETS["small"].model, "select")).eval()
+    for scale in gen.scales:  # logits that vary per pixel, around an even blend
+        torch.nn.init.normal_(scale.convs[-1].weight[3:], std=1.0)
+        torch.nn.init.zeros_(scale.convs[-1].bias[3:])
+    x = torch.rand(2, 12, 40, 48) * 2 - 1
+    with torch.no_grad():
+        want = gen(x).numpy()
+    assert np.abs(want - x[:, -3:].numpy()).mean() > 0.1  # the blend acts
+    for fp16, atol in ((False, 1e-5), (True, 2e-2)):
+        sess = ort.InferenceSession(to_onnx(gen, fp16=fp16).SerializeToString())
+        (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+        np.testing.assert_allclose(got, want, atol=atol)
+
+
 def test_deadzone_flips_are_forgiven_only_at_the_threshold():
     """A pixel that one backend keeps and the other changes by the threshold +- 1e-6 is a
     flip of the hard cut (forgiven, counted); one changed by far more is a real error."""
