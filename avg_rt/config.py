@@ -128,6 +128,12 @@ class ModelConfig:
         return self.channels * self.history_len
 
     @property
+    def g_out_channels(self) -> int:
+        """Channels of each generator scale's last convolution: the frame's (or its change's),
+        and with `select` one blend logit per history frame."""
+        return self.channels + (self.history_len if self.select else 0)
+
+    @property
     def min_frame_size(self) -> int:
         """Smallest height or width the generator accepts (coarsest scale at least 1 pixel)."""
         return 2 ** (self.n_scales - 1)

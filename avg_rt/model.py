@@ -150,9 +150,8 @@ class Generator(nn.Module):
         cfg.validate()
         self.cfg = cfg
         c = cfg.channels
-        out = c + (cfg.history_len if cfg.select else 0)  # select: the blend's logits too
         self.scales = nn.ModuleList(
-            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, out)
+            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, cfg.g_out_channels)
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
@@ -297,7 +296,7 @@ def generator_flops(cfg: ModelConfig, height: int, width: int) -> int:
     macs = 0
     for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels)):
         h, w = scale_sizes(height, width, cfg.n_scales)[k]
-        widths = (cfg.in_channels + (cfg.channels if k else 0), *maps, cfg.channels)
+        widths = (cfg.in_channels + (cfg.channels if k else 0), *maps, cfg.g_out_channels)
         for i, ks in enumerate(kernels):
             macs += h * w * ks * ks * widths[i] * widths[i + 1]
     return 2 * macs

@@ -143,7 +143,14 @@ def test_select_form_starts_near_copying_and_can_pick_an_older_frame():
     torch.testing.assert_close(picked[..., :24], x[:, 3:6, :, :24], rtol=0, atol=1e-6)
     torch.testing.assert_close(picked[..., 24:], x[:, 9:12, :, 24:], rtol=0, atol=1e-6)
     # The finest scale's last convolution gives the change (3 channels) and the 4 logits.
-    assert g.finest_last_conv().out_channels == 3 + 4
+    assert g.finest_last_conv().out_channels == cfg.g_out_channels == 3 + 4
+    conv_flops = sum(
+        2 * m.weight.numel() * (40 >> k) * (48 >> k)
+        for k, s in enumerate(reversed(g.scales))
+        for m in s.convs
+        if isinstance(m, torch.nn.Conv2d)
+    )
+    assert generator_flops(cfg, 40, 48) == conv_flops  # the logits are counted too
     with pytest.raises(ConfigError, match="select needs the delta form"):
         dataclasses.replace(SMALL, delta=False, select=True).validate()
 
