@@ -28,7 +28,8 @@ class ModelConfig:
     Generator scales are listed coarsest first; scale k of n works at int(H / 2^(n-1-k)) x
     int(W / 2^(n-1-k)). `g_maps[k]` are the hidden feature maps of scale k (its input has
     C * history_len channels, plus C for the upsampled coarser prediction on every scale but
-    the first; its output has C = `channels`), and `g_kernels[k]` has one kernel size per
+    the first; its output has C = `channels`, plus one blend logit per history frame in the
+    select form), and `g_kernels[k]` has one kernel size per
     convolution, so len(g_kernels[k]) == len(g_maps[k]) + 1.
     """
 
@@ -320,7 +321,7 @@ PRESETS: dict[str, TrainConfig] = {
     # its adversarial term used log10 (ours ln: 0.05 / ln 10) and its D loss was a sum over
     # the batch of 8 in log10 (SGD 0.02 there is 0.02 * 8 / ln 10 here).
     "tf": TrainConfig(lam_adv=0.05 / math.log(10), lr_d=0.02 * 8 / math.log(10)),
-    # The CPU preset: the shipped models.
+    # The CPU preset: the shipped models' (trained with --form select).
     "small": TrainConfig(
         **_RECOMMENDED,  # type: ignore[arg-type]
         model=_SMALL,

@@ -8,9 +8,10 @@ per output channel and symmetric). Two flavours, because the fastest integer ker
 - `tensorrt`: activations INT8, symmetric (zero point 0), the only activation form TensorRT's
   explicit quantization accepts; the ReLUs stay in the graph.
 Every convolution is quantized; the resizes, concatenations, adds and clamps stay floating
-point. Chosen by measurement (`benchmarks/int8.py`, results/int8-choices.md): on the shipped
-small model at 210x160 with 2 threads, quantizing every convolution ran 2.09x FP32 at batch 8
-(2.02x at batch 1) and stayed 56.8 dB from FP32 at its worst teacher-forced step; keeping each
+point. Chosen by measurement (`benchmarks/int8.py`, results/int8-choices.md): on the
+delta-form small model shipped then, without its palette, at 210x160 with 2 threads,
+quantizing every convolution ran 2.09x FP32 at batch 8 (2.02x at batch 1) and stayed 56.8 dB
+from FP32 at its worst teacher-forced step; keeping each
 scale's last convolution in float gained 10 dB of agreement (far beyond what 8-bit output
 frames can show) for 1.96x; keeping the first ones too, 68.3 dB for 1.75x. MinMax calibration
 won: percentile (99.999) clipped the sprites' rare colours (56.1 dB worst step), entropy gave
@@ -95,10 +96,13 @@ def _stride(n: int, most: int = 8) -> int:
 
 
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
-    """The convolutions left in floating point: each scale's last one (found as the Conv whose
-    output feeds an Add: the change to the last frame)."""
-    adds = {i for n in model.graph.node if n.op_type == "Add" for i in n.input}
-    return [n.name for n in model.graph.node if n.op_type == "Conv" and n.output[0] in adds]
+    """The convolutions left in floating point: each scale's last one, found as the Conv that
+    no ReLU follows (whatever the form puts after it: an Add of the change, the Slices of the
+    select form's change and logits, a tanh)."""
+    relu_inputs = {i for n in model.graph.node if n.op_type == "Relu" for i in n.input}
+    return [
+        n.name for n in model.graph.node if n.op_type == "Conv" and n.output[0] not in relu_inputs
+    ]
 
 
 def _first_convs(model: onnx.ModelProto) -> list[str]:

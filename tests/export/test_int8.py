@@ -180,6 +180,32 @@ def test_calibration_and_verification_halves_share_no_frame():
     assert indices(first) == set(range(9)) and indices(second) == set(range(10, 19))
 
 
+@pytest.mark.parametrize("form", ["plain", "delta", "select"])
+def test_keep_float_last_leaves_each_scales_last_convolution_in_float(form, tmp_path):
+    """`keep_float="last"` finds one last convolution per scale in every form (the select
+    form's feeds Slices, not an Add) and leaves exactly those unquantized."""
+
+    from avg_rt.export.to_int8 import _float_nodes
+    from avg_rt.export.to_onnx import save_onnx, to_onnx
+    from conftest import busy_generator
+
+    from avg_rt.config import PRESETS, with_form
+
+    torch.manual_seed(0)
+    cfg = with_form(PRESETS["small"].model, form)
+    fp32 = save_onnx(to_onnx(busy_generator(cfg).eval()), tmp_path / "g.onnx")
+    last = _float_nodes(onnx.load(str(fp32)))
+    assert len(last) == cfg.n_scales
+    windows = [
+        np.random.default_rng(i).uniform(-1, 1, (12, 32, 32)).astype(np.float32) for i in range(2)
+    ]
+    model = onnx.load(str(quantize(fp32, tmp_path / "q.onnx", windows, keep_float="last")))
+    produced_by = {o: n.op_type for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    float_convs = [n for n in convs if produced_by.get(n.input[1]) != "DequantizeLinear"]
+    assert len(convs) == 20 and len(float_convs) == cfg.n_scales
+
+
 def test_quantize_refuses_an_unknown_flavour(onnx_files, tmp_path):
     from avg_rt.errors import ExportError
 
