@@ -264,3 +264,41 @@ def test_quality_scores_in_pieces_equal_scores_at_once():
     for k in whole:
         assert pieces[k].shape == (n, s)
         np.testing.assert_allclose(pieces[k], whole[k], rtol=1e-6, atol=1e-6)
+
+
+def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(tmp_path, tiny_dataset):
+    import runpy
+
+    import torch
+    from conftest import busy_generator
+
+    import avg_rt.model
+    from avg_rt import checkpoint
+    from avg_rt.config import PRESETS, with_form
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "hard_select.py"
+    ns = runpy.run_path(str(script))
+    # 3 history frames of 2 channels; pixel (0, 0) picks frame 1, pixel (0, 1) frame 2.
+    history = torch.arange(12.0).reshape(1, 6, 1, 2).expand(1, 6, 2, 2).clone()
+    logits = torch.zeros(1, 3, 2, 2)
+    logits[0, 1, 0, 0] = logits[0, 2, 0, 1] = 1.0
+    hard = ns["hard_blend"](history, logits)
+    frames = history.unflatten(1, (3, 2))[0]  # (L, C, h, w)
+    assert torch.equal(hard[0, :, 0, 0], frames[1, :, 0, 0])
+    assert torch.equal(hard[0, :, 0, 1], frames[2, :, 0, 1])
+    soft = avg_rt.model.blend_history(history, logits)
+    assert not torch.equal(soft, hard)  # the softmax blends, the hard pick does not
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(PRESETS["small"], model=with_form(PRESETS["small"].model, "select"))
+    path = tmp_path / "select.pt"
+    checkpoint.save(path, cfg, 0, {"generator": busy_generator(cfg.model).state_dict()})
+    before = avg_rt.model.blend_history
+    args = ["--data", str(tiny_dataset / "Test"), "--model", f"m={path}", "--clips", "2"]
+    ns["main"]([*args, "--steps", "4", "--name", "h", "--out", str(tmp_path)])
+    assert avg_rt.model.blend_history is before
+    psnr = {
+        v: json.loads((tmp_path / f"h-{v}.json").read_text())["results"]["m"]["psnr"]["mean"]
+        for v in ("soft", "hard")
+    }
+    assert psnr["soft"] != psnr["hard"]  # the patched blend reached the rollouts

@@ -1,0 +1,65 @@
+"""The select form with a hard choice at inference: each pixel takes the one history frame of
+highest logit (argmax) instead of the softmax blend, at every scale, plus the change.
+
+    python benchmarks/hard_select.py --data data/mspacman60/Test   # ~15 min alone on 2 cores
+
+Scores the shipped select-form models both ways on the validation episodes (40 clips, 64
+steps; the benchmark's held-out episodes stay untouched) with the quality benchmark's own code,
+as `<name>-soft` and `<name>-hard` reports. A question to settle before making it an inference
+option: a blend of two flickering colours is a smudge, a hard pick is one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import avg_rt.model
+from avg_rt.benchmark.common import RESULTS
+from avg_rt.benchmark.quality import QualityOptions, run
+
+
+def hard_blend(history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """`avg_rt.model.blend_history` with one-hot weights at each pixel's largest logit."""
+    pick = logits.float().argmax(1, keepdim=True)
+    weights = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, pick, 1.0)
+    frames = history.float().unflatten(1, (logits.shape[1], -1))  # (B, L, C, h, w)
+    return (weights.unsqueeze(2) * frames).sum(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="folder of validation videos")
+    p.add_argument("--model", action="append", default=[], help="label=checkpoint")
+    p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--name", default="hard-select")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    pairs = args.model or [
+        "adv=models/small/checkpoint.pt",
+        "noadv=models/small-noadv/checkpoint.pt",
+    ]
+    models = {k: Path(v) for k, v in (m.split("=", 1) for m in pairs)}
+    soft = avg_rt.model.blend_history
+    for variant, blend in (("soft", soft), ("hard", hard_blend)):
+        avg_rt.model.blend_history = blend  # Generator.forward_scales looks it up per call
+        try:
+            run(
+                QualityOptions(
+                    models=models,
+                    data=args.data,
+                    steps=args.steps,
+                    max_clips=args.clips,
+                    name=f"{args.name}-{variant}",
+                    out=args.out,
+                )
+            )
+        finally:
+            avg_rt.model.blend_history = soft
+
+
+if __name__ == "__main__":
+    main()
