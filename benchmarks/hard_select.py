@@ -19,14 +19,15 @@ import torch
 import avg_rt.model
 from avg_rt.benchmark.common import RESULTS
 from avg_rt.benchmark.quality import QualityOptions, run
+from avg_rt.model import blend_history  # bound here: main() patches the module's name
 
 
 def hard_blend(history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """`avg_rt.model.blend_history` with one-hot weights at each pixel's largest logit."""
+    """`blend_history` with one-hot weights at each pixel's largest logit: the softmax of 0
+    there and -inf elsewhere is exactly 1 and 0."""
     pick = logits.float().argmax(1, keepdim=True)
-    weights = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, pick, 1.0)
-    frames = history.float().unflatten(1, (logits.shape[1], -1))  # (B, L, C, h, w)
-    return (weights.unsqueeze(2) * frames).sum(1)
+    one_hot = torch.full_like(logits, -torch.inf, dtype=torch.float32).scatter_(1, pick, 0.0)
+    return blend_history(history, one_hot)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         "noadv=models/small-noadv/checkpoint.pt",
     ]
     models = {k: Path(v) for k, v in (m.split("=", 1) for m in pairs)}
-    soft = avg_rt.model.blend_history
-    for variant, blend in (("soft", soft), ("hard", hard_blend)):
+    for variant, blend in (("soft", blend_history), ("hard", hard_blend)):
         avg_rt.model.blend_history = blend  # Generator.forward_scales looks it up per call
         try:
             run(
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         finally:
-            avg_rt.model.blend_history = soft
+            avg_rt.model.blend_history = blend_history
 
 
 if __name__ == "__main__":
