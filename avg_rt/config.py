@@ -84,6 +84,11 @@ class ModelConfig:
     # of the value range: 8-bit levels) of their nearest colour snap to it; pixels farther from
     # every colour (a sprite's uncertain edge) keep the prediction. 0: every pixel snaps.
     palette_radius: float = 0.0
+    # Not in the paper: the slope of G's hidden activations for negative inputs (LeakyReLU; 0:
+    # the paper's ReLU). With ReLU a scale's last hidden layer can die (no unit positive on any
+    # input): that scale's output is then its bias alone, and a delta or select generator
+    # stays at "nothing changes" for good (README, "Training that works").
+    g_leak: float = 0.0
     # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
     # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
     init: str = "tf"
@@ -151,6 +156,8 @@ class ModelConfig:
                 raise ConfigError(f"value_range must be finite with lo < hi, got {lo}, {hi}")
         if self.delta and self.residual:
             raise ConfigError("delta replaces residual: set at most one of them")
+        if not 0.0 <= self.g_leak < 1.0:
+            raise ConfigError(f"g_leak must be in [0, 1), got {self.g_leak}")
         if not (math.isfinite(self.deadzone) and 0 <= self.deadzone < 255):
             raise ConfigError(f"deadzone must be in [0, 255) levels, got {self.deadzone}")
         if self.select and not self.delta:
@@ -385,10 +392,11 @@ def resolve_config(
     form: str | None = None,
     channels: int | None = None,
     value_range: tuple[float, float] | None = None,
+    g_leak: float | None = None,
     **overrides: Any,
 ) -> TrainConfig:
-    """The preset with every override that is not None applied (`form`, `channels` and
-    `value_range` to its model)."""
+    """The preset with every override that is not None applied (`form`, `channels`,
+    `value_range` and `g_leak` to its model)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -398,6 +406,8 @@ def resolve_config(
         model = dataclasses.replace(model, channels=channels)
     if value_range is not None:
         model = dataclasses.replace(model, value_range=(value_range[0], value_range[1]))
+    if g_leak is not None:
+        model = dataclasses.replace(model, g_leak=g_leak)
     cfg = dataclasses.replace(cfg, model=model)
     cfg.validate()
     return cfg

@@ -49,10 +49,16 @@ def _init(module: nn.Module, cfg: ModelConfig, std: float = 0.01, bias: float = 
 
 
 class ScaleGenerator(nn.Module):
-    """One scale: 'same' convolutions with ReLU between them; returns pre-tanh values."""
+    """One scale: 'same' convolutions with ReLU (LeakyReLU of slope `leak` when > 0) between
+    them; returns pre-tanh values."""
 
     def __init__(
-        self, in_channels: int, maps: tuple[int, ...], kernels: tuple[int, ...], out_channels: int
+        self,
+        in_channels: int,
+        maps: tuple[int, ...],
+        kernels: tuple[int, ...],
+        out_channels: int,
+        leak: float = 0.0,
     ):
         super().__init__()
         widths = (in_channels, *maps, out_channels)
@@ -60,7 +66,7 @@ class ScaleGenerator(nn.Module):
         for i, k in enumerate(kernels):
             layers.append(nn.Conv2d(widths[i], widths[i + 1], k, padding=k // 2))
             if i < len(kernels) - 1:
-                layers.append(nn.ReLU())
+                layers.append(nn.LeakyReLU(leak) if leak else nn.ReLU())
         self.convs = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +157,9 @@ class Generator(nn.Module):
         self.cfg = cfg
         c = cfg.channels
         self.scales = nn.ModuleList(
-            ScaleGenerator(cfg.in_channels + (c if k else 0), maps, kernels, cfg.g_out_channels)
+            ScaleGenerator(
+                cfg.in_channels + (c if k else 0), maps, kernels, cfg.g_out_channels, cfg.g_leak
+            )
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)

@@ -33,6 +33,7 @@ from avg_rt.errors import ExportError
 
 FLAVOURS = ("cpu", "tensorrt")
 METHODS = ("minmax", "percentile", "entropy")
+ACTIVATIONS = ("Relu", "LeakyRelu")  # G's hidden activations (`ModelConfig.g_leak`)
 
 
 def calibration_windows(
@@ -97,9 +98,9 @@ def _stride(n: int, most: int = 8) -> int:
 
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
     """The convolutions left in floating point: each scale's last one, found as the Conv that
-    no ReLU follows (whatever the form puts after it: an Add of the change, the Slices of the
-    select form's change and logits, a tanh)."""
-    relu_inputs = {i for n in model.graph.node if n.op_type == "Relu" for i in n.input}
+    no activation follows (whatever the form puts after it: an Add of the change, the Slices of
+    the select form's change and logits, a tanh)."""
+    relu_inputs = {i for n in model.graph.node if n.op_type in ACTIVATIONS for i in n.input}
     return [
         n.name for n in model.graph.node if n.op_type == "Conv" and n.output[0] not in relu_inputs
     ]
@@ -176,7 +177,7 @@ def quantize(
             per_channel=True,
             activation_type=QuantType.QUInt8 if flavour == "cpu" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv", "Relu"],
+            op_types_to_quantize=["Conv", *ACTIVATIONS],
             nodes_to_exclude=exclude,
             calibrate_method=calibrate,
             extra_options=extra,

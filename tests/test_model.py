@@ -121,6 +121,26 @@ def test_delta_form_starts_as_copying_and_stays_in_range():
         dataclasses.replace(SMALL, delta=True, residual=True).validate()
 
 
+def test_leaky_generator_keeps_a_gradient_through_dead_units():
+    """With ReLU, a scale whose last hidden layer is dead (no unit positive: the copier of
+    live60-s7) gives its earlier layers no gradient, so it can never leave "nothing changes";
+    with g_leak the gradient still reaches them. The weights are the same either way."""
+    grads = {}
+    for leak in (0.0, 0.2):
+        torch.manual_seed(0)
+        g = Generator(dataclasses.replace(SMALL, delta=True, residual=False, g_leak=leak))
+        finest = g.scales[-1].convs
+        torch.nn.init.normal_(finest[-1].weight, std=0.1)
+        torch.nn.init.constant_(finest[-3].bias, -100.0)  # every unit of the last hidden layer
+        x = torch.rand(2, 12, 32, 32) * 2 - 1
+        g(x).square().sum().backward()
+        grads[leak] = finest[0].weight.grad.abs().sum().item()
+        assert sum(isinstance(m, torch.nn.LeakyReLU) for m in g.modules()) == (4 * 4 if leak else 0)
+    assert grads[0.0] == 0 and grads[0.2] > 0
+    with pytest.raises(ConfigError, match="g_leak"):
+        dataclasses.replace(SMALL, g_leak=1.0).validate()
+
+
 def test_select_form_starts_near_copying_and_can_pick_an_older_frame():
     from avg_rt.config import with_form
     from avg_rt.model import SELECT_LAST_LOGIT, blend_history

@@ -38,7 +38,7 @@ def resume_config(
     --preset/--form) or of FIXED_ON_RESUME; the inference-only options may change."""
     model = model or saved.model
     if training_form(model) != training_form(saved.model):
-        raise ConfigError("--preset/--form: the run's network cannot change on --resume")
+        raise ConfigError("--preset/--form/--g-leak: the run's network cannot change on --resume")
     given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
     for name in FIXED_ON_RESUME:
         if name in given:
@@ -148,6 +148,14 @@ def train(
             help="What G's scales predict: plain (the paper), residual (a refinement of the "
             "coarser scale, the authors' code), delta (a change to the last frame) or select "
             "(a change to a per-pixel blend of the history frames)."
+        ),
+    ] = None,
+    g_leak: Annotated[
+        float | None,
+        Opt(
+            help="Slope of G's hidden activations below 0 (LeakyReLU; default 0: the paper's "
+            "ReLU). Keeps G's units from dying, which can leave a delta or select generator "
+            "copying the last frame for good."
         ),
     ] = None,
     unroll: Annotated[
@@ -306,7 +314,7 @@ def train(
         seed=seed,
     )
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
-    cfg = resolve_config(preset or "small", form, chans, vrange, device=device, **overrides)
+    cfg = resolve_config(preset or "small", form, chans, vrange, g_leak, device=device, **overrides)
     if palette not in (None, "auto", "none"):
         raise ConfigError(f"--palette must be auto or none, got {palette!r}")
     # Inference-only options given now; --palette auto is read off the data once it is open.
@@ -335,6 +343,8 @@ def train(
             model = cfg.model
         elif form is not None:
             model = with_form(saved.model, form)
+        if g_leak is not None:
+            model = dataclasses.replace(model or saved.model, g_leak=g_leak)
         if (
             chans is not None or vrange
         ) and model is None:  # the data's format, which must not change

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 
@@ -202,9 +203,11 @@ def test_deadzone_is_part_of_the_exported_graph(tmp_path):
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
 
-def test_select_form_exports_to_onnx():
+@pytest.mark.parametrize("leak", [0.0, 0.2])
+def test_select_form_exports_to_onnx(leak):
     """The select form's softmax blend of the history frames is in the ONNX graph, FP32 and
-    FP16 (the blend in float32), and gives PyTorch's prediction."""
+    FP16 (the blend in float32), and gives PyTorch's prediction; so do LeakyReLU units
+    (`g_leak`)."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -214,7 +217,8 @@ def test_select_form_exports_to_onnx():
     from avg_rt.config import with_form
 
     torch.manual_seed(0)
-    gen = busy_generator(with_form(PRESETS["small"].model, "select")).eval()
+    cfg = dataclasses.replace(with_form(PRESETS["small"].model, "select"), g_leak=leak)
+    gen = busy_generator(cfg).eval()
     for scale in gen.scales:  # logits that vary per pixel, around an even blend
         torch.nn.init.normal_(scale.convs[-1].weight[3:], std=1.0)
         torch.nn.init.zeros_(scale.convs[-1].bias[3:])
@@ -223,7 +227,9 @@ def test_select_form_exports_to_onnx():
         want = gen(x).numpy()
     assert np.abs(want - x[:, -3:].numpy()).mean() > 0.1  # the blend acts
     for fp16, atol in ((False, 1e-5), (True, 2e-2)):
-        sess = ort.InferenceSession(to_onnx(gen, fp16=fp16).SerializeToString())
+        graph = to_onnx(gen, fp16=fp16)
+        assert any(n.op_type == "LeakyRelu" for n in graph.graph.node) == bool(leak)
+        sess = ort.InferenceSession(graph.SerializeToString())
         (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
         np.testing.assert_allclose(got, want, atol=atol)
 

@@ -1,5 +1,6 @@
 """INT8 export: calibrated on real frames, verified against PyTorch, in both Q/DQ forms."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -180,10 +181,11 @@ def test_calibration_and_verification_halves_share_no_frame():
     assert indices(first) == set(range(9)) and indices(second) == set(range(10, 19))
 
 
-@pytest.mark.parametrize("form", ["plain", "delta", "select"])
-def test_keep_float_last_leaves_each_scales_last_convolution_in_float(form, tmp_path):
+@pytest.mark.parametrize("form, leak", [("plain", 0), ("delta", 0), ("select", 0), ("select", 0.2)])
+def test_keep_float_last_leaves_each_scales_last_convolution_in_float(form, leak, tmp_path):
     """`keep_float="last"` finds one last convolution per scale in every form (the select
-    form's feeds Slices, not an Add) and leaves exactly those unquantized."""
+    form's feeds Slices, not an Add) and with either activation (ReLU, LeakyReLU: `g_leak`),
+    and leaves exactly those unquantized."""
 
     from avg_rt.export.to_int8 import _float_nodes
     from avg_rt.export.to_onnx import save_onnx, to_onnx
@@ -192,7 +194,7 @@ def test_keep_float_last_leaves_each_scales_last_convolution_in_float(form, tmp_
     from avg_rt.config import PRESETS, with_form
 
     torch.manual_seed(0)
-    cfg = with_form(PRESETS["small"].model, form)
+    cfg = dataclasses.replace(with_form(PRESETS["small"].model, form), g_leak=leak)
     fp32 = save_onnx(to_onnx(busy_generator(cfg).eval()), tmp_path / "g.onnx")
     last = _float_nodes(onnx.load(str(fp32)))
     assert len(last) == cfg.n_scales
