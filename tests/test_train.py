@@ -137,6 +137,7 @@ def test_run_folder_contents_and_no_reuse(tiny_dataset, tmp_path):
     assert {"grad/lp", "grad/gdl", "grad/adv", "grad/adv_share"} <= keys
     assert {"test/psnr_step1", "test/baseline_psnr_step1", "test/sharp_diff_last"} <= keys
     assert {"test/d_accuracy", "test/d_accuracy_real", "test/d_accuracy_fake"} <= keys
+    assert {f"test/g_live_units_scale{k}" for k in range(4)} <= keys
     assert any((run / "tb").iterdir())
     with pytest.raises(ConfigError, match="already exists"):
         train(TINY, train_v, run, test_v, progress=False)
@@ -202,3 +203,27 @@ def test_periodic_tests_roll_out_as_a_checkpoint_does_then_training_resumes():
     G = busy_generator(SMALL).train()
     scores = evaluate(G, clips, torch.device("cpu"))
     assert scores["test/psnr_step1"] != scores["test/baseline_psnr_step1"]
+
+
+def test_a_dead_finest_scale_is_logged_and_named_at_the_end(tiny_dataset, tmp_path, capsys):
+    """A generator whose finest scale's last hidden layer has died (no unit positive: with
+    ReLU it outputs its bias alone, the copier of issue 14's seed 7) shows as 0 in
+    test/g_live_units_scale3 and gets one warning line at the end of training."""
+    from avg_rt.train.loop import DEAD_FINEST
+
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, model=dataclasses.replace(SMALL, delta=True), adversarial=False)
+
+    def kill(step, G, D):
+        if step == cfg.steps - 1:  # before the last test
+            torch.nn.init.constant_(G.scales[-1].convs[-3].bias, -100.0)
+
+    train(cfg, train_v, tmp_path / "dead", test_v, progress=False, after_step=kill)
+    logs = [json.loads(line) for line in (tmp_path / "dead" / "log.jsonl").read_text().splitlines()]
+    tests = [r for r in logs if "test/g_live_units_scale3" in r]
+    assert [r["step"] for r in tests] == [3, 6]
+    assert tests[0]["test/g_live_units_scale3"] > 0 and tests[1]["test/g_live_units_scale3"] == 0
+    assert tests[1]["test/g_live_units_scale2"] > 0
+    assert capsys.readouterr().err.count(DEAD_FINEST) == 1
+    train(cfg, train_v, tmp_path / "alive", test_v, progress=False)
+    assert DEAD_FINEST not in capsys.readouterr().err

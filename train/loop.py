@@ -11,11 +11,12 @@ from __future__ import annotations
 import gc
 import json
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,6 +46,12 @@ from avg_rt.runners import resolve_device
 from avg_rt.runners.pyt import TorchRunner
 
 CHECKPOINT = "checkpoint.pt"
+DEAD_FINEST = (
+    "warning: every unit of the last hidden layer of G's finest scale is dead on the test "
+    "clips (log: test/g_live_units_scale*), so that scale outputs its bias alone; in the delta "
+    "or select form the model only copies the last frame. Train again with --g-leak 0.2 or "
+    "another --seed."
+)
 
 
 def evaluate(
@@ -64,8 +71,38 @@ def evaluate(
             for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
                 scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
                 scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
+    histories = [frames_to_model(hist[None], device, fmt).flatten(1, 2) for _, hist, _ in clips]
+    live = live_units(G, histories)
     G.train(was_training)
-    return {k: float(np.mean(v)) for k, v in scores.items()}
+    means = {k: float(np.mean(v)) for k, v in scores.items()}
+    return means | {f"test/g_live_units_scale{k}": f for k, f in enumerate(live)}
+
+
+@torch.no_grad()
+def live_units(G: Generator, histories: Sequence[torch.Tensor]) -> list[float]:
+    """Per scale (coarsest first), the fraction of the units of its last hidden layer that are
+    positive somewhere on these inputs (each (1, C * L, H, W)). A scale at 0 is dead: with
+    ReLU it outputs its last convolution's bias alone and its earlier layers get no gradient,
+    which leaves a delta or select generator at "nothing changes" for good."""
+    seen: list[torch.Tensor | None] = [None] * len(G.scales)
+
+    def hook(k: int) -> Callable[[nn.Module, Any, torch.Tensor], None]:
+        def record(_: nn.Module, __: Any, out: torch.Tensor) -> None:
+            alive = (out > 0).flatten(2).any(-1).any(0)  # (units,)
+            prior = seen[k]
+            seen[k] = alive if prior is None else prior | alive
+
+        return record
+
+    activations = [cast(nn.Sequential, scale.convs)[-2] for scale in G.scales]
+    handles = [m.register_forward_hook(hook(k)) for k, m in enumerate(activations)]
+    try:
+        for h in histories:
+            G(h)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [float(s.float().mean()) if s is not None else 1.0 for s in seen]
 
 
 @torch.no_grad()
@@ -308,6 +345,9 @@ def train(
                 summaries.scalars(step, scores)
                 if on_log:
                     on_log(step, scores)
+                finest = f"test/g_live_units_scale{cfg.model.n_scales - 1}"
+                if dist.is_main and step == cfg.steps and scores.get(finest) == 0.0:
+                    print(DEAD_FINEST, file=sys.stderr)
             if step % cfg.save_interval == 0:
                 save()
             if bar is not None and (step % cfg.log_interval == 0 or step == cfg.steps):
