@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 
 import avg_rt.model
+from avg_rt import checkpoint
 from avg_rt.benchmark.common import RESULTS
 from avg_rt.benchmark.quality import QualityOptions, run
+from avg_rt.errors import CheckpointError
 from avg_rt.model import blend_history  # bound here: main() patches the module's name
 
 
@@ -28,6 +30,19 @@ def hard_blend(history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     pick = logits.float().argmax(1, keepdim=True)
     one_hot = torch.full_like(logits, -torch.inf, dtype=torch.float32).scatter_(1, pick, 0.0)
     return blend_history(history, one_hot)
+
+
+def not_select_checkpoint(path: Path) -> str | None:
+    """Why the hard pick cannot apply to this model (None: it can). It patches the PyTorch
+    generator's blend, so an exported model, or a form without the blend, would be scored
+    twice unchanged."""
+    if path.suffix != ".pt":
+        return "not a checkpoint (.pt): the hard pick patches the PyTorch generator"
+    try:
+        cfg = checkpoint.load(path)["config"]
+    except CheckpointError as e:
+        return e.problem
+    return None if cfg.model.select else "not a select-form model (no blend to pick from)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
         "noadv=models/small-noadv/checkpoint.pt",
     ]
     models = {k: Path(v) for k, v in (m.split("=", 1) for m in pairs)}
+    for path in models.values():
+        if problem := not_select_checkpoint(path):
+            p.error(f"{path}: {problem}")
     for variant, blend in (("soft", blend_history), ("hard", hard_blend)):
         avg_rt.model.blend_history = blend  # Generator.forward_scales looks it up per call
         try:

@@ -266,15 +266,17 @@ def test_quality_scores_in_pieces_equal_scores_at_once():
         np.testing.assert_allclose(pieces[k], whole[k], rtol=1e-6, atol=1e-6)
 
 
-def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(tmp_path, tiny_dataset):
+def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(
+    tmp_path, tiny_dataset, capsys
+):
     import runpy
 
     import torch
-    from conftest import busy_generator
 
     import avg_rt.model
     from avg_rt import checkpoint
     from avg_rt.config import PRESETS, with_form
+    from avg_rt.model import Generator
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "hard_select.py"
     ns = runpy.run_path(str(script))
@@ -289,16 +291,35 @@ def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(tmp_p
     soft = avg_rt.model.blend_history(history, logits)
     assert not torch.equal(soft, hard)  # the softmax blends, the hard pick does not
 
-    torch.manual_seed(0)
+    # A generator that only blends (no change) with the oldest history frame's logit highest:
+    # the hard pick replays the 4 history frames, so its 4th prediction is the last input
+    # exactly and scores as copying does; the soft blend (71% oldest) does not.
     cfg = dataclasses.replace(PRESETS["small"], model=with_form(PRESETS["small"].model, "select"))
+    gen = Generator(cfg.model)
+    for scale in gen.scales:
+        last = scale.convs[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+        with torch.no_grad():
+            last.bias[3] = 2.0  # channels: 3 of change, then one logit per frame, oldest first
     path = tmp_path / "select.pt"
-    checkpoint.save(path, cfg, 0, {"generator": busy_generator(cfg.model).state_dict()})
+    checkpoint.save(path, cfg, 0, {"generator": gen.state_dict()})
     before = avg_rt.model.blend_history
     args = ["--data", str(tiny_dataset / "Test"), "--model", f"m={path}", "--clips", "2"]
     ns["main"]([*args, "--steps", "4", "--name", "h", "--out", str(tmp_path)])
     assert avg_rt.model.blend_history is before
-    psnr = {
-        v: json.loads((tmp_path / f"h-{v}.json").read_text())["results"]["m"]["psnr"]["mean"]
-        for v in ("soft", "hard")
-    }
-    assert psnr["soft"] != psnr["hard"]  # the patched blend reached the rollouts
+    step4 = {}
+    for v in ("soft", "hard"):
+        results = json.loads((tmp_path / f"h-{v}.json").read_text())["results"]
+        step4[v] = [results[k]["psnr"]["mean"][3] for k in ("m", "copy last frame")]
+    assert step4["hard"][0] == step4["hard"][1]
+    assert step4["soft"][0] != step4["soft"][1]
+    # An exported model or another form would be scored twice unchanged: refused, by name.
+    delta = tmp_path / "delta.pt"
+    checkpoint.save(
+        delta, PRESETS["small"], 0, {"generator": Generator(PRESETS["small"].model).state_dict()}
+    )
+    for model, message in ((tmp_path / "g.onnx", "not a checkpoint"), (delta, "not a select")):
+        with pytest.raises(SystemExit):
+            ns["main"](["--data", str(tiny_dataset / "Test"), "--model", f"m={model}"])
+        assert f"{model}: {message}" in capsys.readouterr().err
