@@ -17,13 +17,13 @@ training consumes per second (2 batches per step: D's and G's), measured by trai
 steps of that preset on this machine with the emulator running beside it.
 
 `compare`: from quality reports (`avg-rt bench quality --full`; several, made on the same
-clips, are read as one) whose models are labelled
-`live-sN` and `recorded-sN` (the same training seed N, one run on the live emulator and one on
-a recorded set), the all-pixel PSNR of live minus recorded on the same clips at steps 1 and 16
-(the issue's claim: within 0.3 dB). Per seed: the mean of the per-clip differences with a
-paired 95% interval (the clips' spread; one pair of runs). Over seeds: the mean of the seeds'
-differences with a t interval over the seeds (the runs' spread, which a per-clip interval
-cannot see: a run shifts every clip alike); with 2 seeds it is wide.
+clips, are read as one) whose models are labelled `live-sN` and `recorded-sN` (`--tag T`:
+`live-T-sN` and `recorded-T-sN`; the same training seed N, one run on the live emulator and
+one on a recorded set), the all-pixel PSNR of live minus recorded on the same clips at steps 1
+and 16 (the issue's claim: within 0.3 dB). Per seed: the mean of the per-clip differences with
+a paired 95% interval (the clips' spread; one pair of runs). Over seeds: the mean of the
+seeds' differences with a t interval over the seeds (the runs' spread, which a per-clip
+interval cannot see: a run shifts every clip alike); with 2 seeds it is wide.
 """
 
 from __future__ import annotations
@@ -242,20 +242,22 @@ def compare(
     out: Path,
     steps: tuple[int, ...] = (1, 16),
     result: str = "live-vs-recorded",
+    tag: str = "",
 ) -> None:
     from avg_rt.benchmark.quality import paired
 
+    live, rec = (f"live-{tag}-s", f"recorded-{tag}-s") if tag else ("live-s", "recorded-s")
     report = merged_reports(report_paths)
     report_path = report_paths[0]
     res = report["results"]
     seeds = sorted(
         int(m.group(1))
         for label in res
-        if (m := re.fullmatch(r"live-s(\d+)", label)) and f"recorded-s{m.group(1)}" in res
+        if (m := re.fullmatch(re.escape(live) + r"(\d+)", label)) and f"{rec}{m.group(1)}" in res
     )
     if not seeds:
-        raise SystemExit(f"{report_path}: no pair of models labelled live-sN and recorded-sN")
-    rows = {f"seed {n}": paired(report, f"live-s{n}", f"recorded-s{n}", "psnr") for n in seeds}
+        raise SystemExit(f"{report_path}: no pair of models labelled {live}N and {rec}N")
+    rows = {f"seed {n}": paired(report, f"{live}{n}", f"{rec}{n}", "psnr") for n in seeds}
     missing = [t for t in steps if t not in rows[f"seed {seeds[0]}"]]
     if missing:
         raise SystemExit(f"{report_path}: no per-clip scores at step(s) {missing}")
@@ -297,13 +299,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="live-vs-recorded", help="result name (compare)")
     p.add_argument("--device", default="cpu", help="where the presets train (sampler)")
+    p.add_argument("--tag", default="", help="compare live-TAG-sN with recorded-TAG-sN")
     args = p.parse_args()
     if args.what == "memory":
         memory(args.frames, args.out)
     elif args.what == "compare":
         if not args.report:
             p.error("compare needs the quality reports' JSON")
-        compare(args.report, args.out, result=args.name)
+        compare(args.report, args.out, result=args.name, tag=args.tag)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)
 

@@ -226,6 +226,15 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     # Over seeds the run is the unit: (0.05, 0.95) -> 0.50 +- 12.706 * 0.636 / sqrt 2.
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     assert "seed 2" not in md
+    # --tag: another recipe's pairs, labelled live-T-sN and recorded-T-sN, in the same report.
+    tagged = {k.replace("-s", "-leak-s"): v for k, v in results.items() if k.endswith("s1")}
+    path.write_text(json.dumps({**report, "results": {**results, **tagged}}))
+    module["compare"]([path], tmp_path, steps=(1, 2), result="tagged", tag="leak")
+    md = (tmp_path / "tagged.md").read_text()
+    assert "| seed 1 | +0.95 ± 0.00 |" in md and "seed 0" not in md
+    with pytest.raises(SystemExit, match="no pair of models labelled live-none-sN"):
+        module["compare"]([path], tmp_path, steps=(1, 2), tag="none")
+    path.write_text(json.dumps(report))
     with pytest.raises(SystemExit, match=r"no per-clip scores at step\(s\) \[16\]"):
         module["compare"]([path], tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16
     # Seeds scored in two runs on the same clips read as one report; other clips are refused.
