@@ -198,6 +198,35 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
         assert "torch sees no CUDA GPU here" in capsys.readouterr().err
 
 
+def test_intro_stats_on_a_constructed_intro(tmp_path):
+    """`benchmarks/intro.py`: the shared prefix, the exact period and the pixels that no
+    history frame holds, on episodes built to have them."""
+    import runpy
+
+    from conftest import write_frames
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "intro.py"
+    module = runpy.run_path(str(script))
+    rng = np.random.default_rng(0)
+    cycle = rng.integers(0, 256, (6, 8, 8, 3), np.uint8)  # 6 distinct frames
+    intro = np.concatenate([cycle, cycle, cycle[:2]])  # 14 frames, period 6 from frame 6
+    episodes = [np.concatenate([intro, rng.integers(0, 256, (3, 8, 8, 3), np.uint8)]) for _ in "ab"]
+    stats = module["intro_stats"](episodes)
+    assert stats["episodes"] == 2 and stats["shared_frames"] == 14
+    rows = {r["frame"]: r for r in stats["frames"]}
+    assert [t for t, r in rows.items() if r["period"] == 6] == list(range(6, 14))
+    assert rows[5]["period"] is None
+    # Frame 5 is new (random), frame 6 repeats frame 0, which is not among frames 2-5.
+    assert rows[5]["new"] == rows[5]["changed"] > 0
+    assert rows[6]["new"] == rows[6]["changed"]
+    for i, ep in enumerate(episodes):
+        write_frames(tmp_path / "data" / f"ep{i}", ep)
+    module["main"](["--data", str(tmp_path / "data"), "--out", str(tmp_path), "--frames", "20"])
+    md = (tmp_path / "intro.md").read_text()
+    assert "The first 14 frames are identical in all 2 episodes" in md
+    assert "repeat an earlier one exactly: 8, from frame 6 on, periods [6]" in md
+
+
 def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     """`benchmarks/live.py compare`: live-sN minus recorded-sN on the same clips, per seed and
     pooled; 'within 0.3 dB' only where the whole interval is."""
