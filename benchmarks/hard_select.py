@@ -36,8 +36,8 @@ def not_select_checkpoint(path: Path) -> str | None:
     """Why the hard pick cannot apply to this model (None: it can). It patches the PyTorch
     generator's blend, so an exported model, or a form without the blend, would be scored
     twice unchanged."""
-    if path.suffix != ".pt":
-        return "not a checkpoint (.pt): the hard pick patches the PyTorch generator"
+    if path.suffix.lower() not in (".pt", ".pth"):
+        return "not a checkpoint (.pt, .pth): the hard pick patches the PyTorch generator"
     try:
         cfg = checkpoint.load(path)["config"]
     except CheckpointError as e:

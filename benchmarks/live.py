@@ -297,7 +297,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="training steps per preset (sampler)")
     p.add_argument("--fps", type=float, default=500, help="emulator pace (sampler)")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--name", default="live-vs-recorded", help="result name (compare)")
+    p.add_argument("--name", help="result name (compare; live-vs-recorded[-TAG])")
     p.add_argument("--device", default="cpu", help="where the presets train (sampler)")
     p.add_argument("--tag", default="", help="compare live-TAG-sN with recorded-TAG-sN")
     args = p.parse_args()
@@ -306,7 +306,8 @@ def main() -> None:
     elif args.what == "compare":
         if not args.report:
             p.error("compare needs the quality reports' JSON")
-        compare(args.report, args.out, result=args.name, tag=args.tag)
+        name = args.name or "-".join(["live-vs-recorded", *([args.tag] if args.tag else [])])
+        compare(args.report, args.out, result=name, tag=args.tag)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)
 

@@ -219,6 +219,13 @@ def test_intro_stats_on_a_constructed_intro(tmp_path):
     # Frame 5 is new (random), frame 6 repeats frame 0, which is not among frames 2-5.
     assert rows[5]["new"] == rows[5]["changed"] > 0
     assert rows[6]["new"] == rows[6]["changed"]
+    # A period within the history: from frame 3 on every changed pixel is in it (new 0); a
+    # frame that repeats a history frame in part only has 0 < new < changed.
+    short = np.concatenate([cycle[:3]] * 3)  # period 3
+    short[7, :2] = cycle[5, :2]  # two rows no earlier frame had
+    rows = {r["frame"]: r for r in module["intro_stats"]([short, short.copy()])["frames"]}
+    assert [rows[t]["new"] for t in (3, 4, 5, 6, 8)] == [0] * 5
+    assert 0 < rows[7]["new"] < rows[7]["changed"]
     for i, ep in enumerate(episodes):
         write_frames(tmp_path / "data" / f"ep{i}", ep)
     module["main"](["--data", str(tmp_path / "data"), "--out", str(tmp_path), "--frames", "20"])

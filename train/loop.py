@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,10 +47,10 @@ from avg_rt.runners.pyt import TorchRunner
 
 CHECKPOINT = "checkpoint.pt"
 DEAD_FINEST = (
-    "warning: every unit of the last hidden layer of G's finest scale is dead on the test "
-    "clips (log: test/g_live_units_scale*), so that scale outputs its bias alone; in the delta "
-    "or select form the model only copies the last frame. Train again with --g-leak 0.2 or "
-    "another --seed."
+    "warning: every ReLU unit of the last hidden layer of G's finest scale is dead on the test "
+    "clips (log: test/g_live_units_scale*), so that scale's output is a constant (in the delta "
+    "form: the last frame plus a constant change) and its layers no longer learn. Train again "
+    "with --g-leak 0.2 or another --seed."
 )
 
 
@@ -59,7 +59,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Recursive predictions on full test frames: mean PSNR and sharp difference at the first
     and the last step, next to the copy-last-frame baseline. G runs in eval mode, as a
-    checkpoint is rolled out (its inference deadzone included), then returns to its mode."""
+    checkpoint is rolled out (its inference deadzone included), then returns to its mode.
+    Also `test/g_live_units_scale{k}` (`live_units`) on the clips' histories."""
     scores: dict[str, list[float]] = {}
     fmt = FrameFormat.of(G.cfg)
     was_training = G.training
@@ -75,34 +76,38 @@ def evaluate(
     live = live_units(G, histories)
     G.train(was_training)
     means = {k: float(np.mean(v)) for k, v in scores.items()}
-    return means | {f"test/g_live_units_scale{k}": f for k, f in enumerate(live)}
+    return means | {f"test/g_live_units_scale{k}": f for k, f in live.items()}
 
 
 @torch.no_grad()
-def live_units(G: Generator, histories: Sequence[torch.Tensor]) -> list[float]:
-    """Per scale (coarsest first), the fraction of the units of its last hidden layer that are
-    positive somewhere on these inputs (each (1, C * L, H, W)). A scale at 0 is dead: with
-    ReLU it outputs its last convolution's bias alone and its earlier layers get no gradient,
-    which leaves a delta or select generator at "nothing changes" for good."""
-    seen: list[torch.Tensor | None] = [None] * len(G.scales)
+def live_units(G: Generator, histories: Sequence[torch.Tensor]) -> dict[int, float]:
+    """{scale (coarsest first): the fraction of the units of its last hidden layer that are
+    positive somewhere on these inputs (each (1, C * L, H, W))}, for the scales that have a
+    hidden layer. With ReLU (g_leak 0) a scale at 0 is dead: its output is a constant (its
+    last convolution's bias) and its own layers get no gradient, so a delta generator whose
+    finest scale died adds a constant change to the last frame. With LeakyReLU such units
+    still pass their input and their gradient, scaled by g_leak."""
+    seen: dict[int, torch.Tensor] = {}
 
     def hook(k: int) -> Callable[[nn.Module, Any, torch.Tensor], None]:
         def record(_: nn.Module, __: Any, out: torch.Tensor) -> None:
             alive = (out > 0).flatten(2).any(-1).any(0)  # (units,)
-            prior = seen[k]
-            seen[k] = alive if prior is None else prior | alive
+            seen[k] = seen[k] | alive if k in seen else alive
 
         return record
 
-    activations = [cast(nn.Sequential, scale.convs)[-2] for scale in G.scales]
-    handles = [m.register_forward_hook(hook(k)) for k, m in enumerate(activations)]
+    handles = []
+    for k, scale in enumerate(G.scales):
+        acts = [m for m in scale.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+        if acts:
+            handles.append(acts[-1].register_forward_hook(hook(k)))
     try:
         for h in histories:
-            G(h)
+            G.forward_scales(h)
     finally:
         for handle in handles:
             handle.remove()
-    return [float(s.float().mean()) if s is not None else 1.0 for s in seen]
+    return {k: float(alive.float().mean()) for k, alive in sorted(seen.items())}
 
 
 @torch.no_grad()
@@ -346,7 +351,8 @@ def train(
                 if on_log:
                     on_log(step, scores)
                 finest = f"test/g_live_units_scale{cfg.model.n_scales - 1}"
-                if dist.is_main and step == cfg.steps and scores.get(finest) == 0.0:
+                dead = not cfg.model.g_leak and scores.get(finest) == 0.0
+                if dist.is_main and dead and step == cfg.steps:
                     print(DEAD_FINEST, file=sys.stderr)
             if step % cfg.save_interval == 0:
                 save()

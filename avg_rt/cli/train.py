@@ -154,8 +154,8 @@ def train(
         float | None,
         Opt(
             help="Slope of G's hidden activations below 0 (LeakyReLU; default 0: the paper's "
-            "ReLU). Keeps G's units from dying, which can leave a delta or select generator "
-            "copying the last frame for good."
+            "ReLU). Keeps a gradient through units that are negative on every input, which "
+            "with ReLU are dead and can leave a delta generator copying the last frame."
         ),
     ] = None,
     unroll: Annotated[
@@ -343,16 +343,15 @@ def train(
             model = cfg.model
         elif form is not None:
             model = with_form(saved.model, form)
+        if chans is not None or vrange:  # the data's format, which must not change
+            base = model or saved.model
+            model = dataclasses.replace(
+                base,
+                channels=chans if chans is not None else base.channels,
+                value_range=vrange or base.value_range,
+            )
         if g_leak is not None:
             model = dataclasses.replace(model or saved.model, g_leak=g_leak)
-        if (
-            chans is not None or vrange
-        ) and model is None:  # the data's format, which must not change
-            model = dataclasses.replace(
-                saved.model,
-                channels=chans if chans is not None else saved.model.channels,
-                value_range=vrange or saved.model.value_range,
-            )
         # Inference-only options are free to change on a resume, and kept unless given.
         if model is not None:
             keep = {k: getattr(saved.model, k) for k in INFERENCE_ONLY}
