@@ -86,8 +86,8 @@ class ModelConfig:
     palette_radius: float = 0.0
     # Not in the paper: the slope of G's hidden activations for negative inputs (LeakyReLU; 0:
     # the paper's ReLU). With ReLU a scale's last hidden layer can die (no unit positive on any
-    # input): that scale's output is then its bias alone, and a delta or select generator
-    # stays at "nothing changes" for good (README, "Training that works").
+    # input): that scale's output is then a constant and its own layers stop learning, which
+    # left a delta generator copying the last frame (README, "The model", leaky units).
     g_leak: float = 0.0
     # "tf": the TF project's init (truncated normal, stddev 0.01; biases 0.1); "torch":
     # PyTorch's default (Kaiming-uniform), which trains small networks much faster.
