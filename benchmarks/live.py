@@ -306,7 +306,7 @@ def main() -> None:
     elif args.what == "compare":
         if not args.report:
             p.error("compare needs the quality reports' JSON")
-        name = args.name or "-".join(["live-vs-recorded", *([args.tag] if args.tag else [])])
+        name = args.name or ("live-vs-recorded-" + args.tag if args.tag else "live-vs-recorded")
         compare(args.report, args.out, result=name, tag=args.tag)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)

@@ -62,17 +62,18 @@ def evaluate(
     checkpoint is rolled out (its inference deadzone included), then returns to its mode.
     Also `test/g_live_units_scale{k}` (`live_units`) on the clips' histories."""
     scores: dict[str, list[float]] = {}
+    histories: list[torch.Tensor] = []  # (1, L * C, H, W), for live_units
     fmt = FrameFormat.of(G.cfg)
     was_training = G.training
     with TorchRunner(G.eval(), device) as runner:
         for _, hist, truth in clips:
             h = frames_to_model(hist[None], device, fmt)  # (1, L, C, H, W)
+            histories.append(h.flatten(1, 2))
             y = frames_to_model(truth[None], device, fmt)  # (1, S, C, H, W)
             m = score(rollout(runner, h, steps=y.shape[1]), y, h[:, -1], fmt)
             for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
                 scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
                 scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
-    histories = [frames_to_model(hist[None], device, fmt).flatten(1, 2) for _, hist, _ in clips]
     live = live_units(G, histories)
     G.train(was_training)
     means = {k: float(np.mean(v)) for k, v in scores.items()}
