@@ -37,8 +37,17 @@ def resume_config(
     for each value that changed. Refuses (ConfigError) a change of the network (`model`, from
     --preset/--form) or of FIXED_ON_RESUME; the inference-only options may change."""
     model = model or saved.model
-    if training_form(model) != training_form(saved.model):
-        raise ConfigError("--preset/--form/--g-leak: the run's network cannot change on --resume")
+    new, old = training_form(model), training_form(saved.model)
+    if new != old:
+        differ = [
+            f"{f.name} {getattr(old, f.name)} -> {getattr(new, f.name)}"
+            for f in dataclasses.fields(ModelConfig)
+            if getattr(new, f.name) != getattr(old, f.name)
+        ]
+        raise ConfigError(
+            "--preset/--form/--g-leak: the run's network cannot change on --resume "
+            f"({', '.join(differ)}); start a new run"
+        )
     given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
     for name in FIXED_ON_RESUME:
         if name in given:
