@@ -6,7 +6,7 @@ python benchmarks/quality.py --full     # 10 held-out episodes, 64 steps, up to 
 
 import sys
 
-from avg_rt.cli.bench import app
+from avg_rt.cli import app  # the root: a user error is one line, not a traceback
 
 if __name__ == "__main__":
-    app(["quality", *sys.argv[1:]])
+    app(["bench", "quality", *sys.argv[1:]])

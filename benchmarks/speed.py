@@ -6,7 +6,7 @@ python benchmarks/speed.py --full --device cuda  # paper preset, up to 1080x1920
 
 import sys
 
-from avg_rt.cli.bench import app
+from avg_rt.cli import app  # the root: a user error is one line, not a traceback
 
 if __name__ == "__main__":
-    app(["speed", *sys.argv[1:]])
+    app(["bench", "speed", *sys.argv[1:]])

@@ -71,6 +71,31 @@ def test_bench_quality_cli_bad_model_spec(tmp_path):
     assert result.exit_code == 1 and "LABEL=PATH" in result.output
 
 
+@pytest.mark.parametrize("script", ["quality", "speed"])
+def test_benchmark_scripts_print_user_errors_as_one_line(tmp_path, script):
+    """The scripts run the root CLI, whose user errors are one line: a diverged checkpoint
+    gave a 40-line traceback through `benchmarks/quality.py` before."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    root = Path(__file__).resolve().parents[1]
+    args, line = {
+        "quality": (["--model", f"x={bad}"], f"{bad}: not a PyTorch checkpoint"),
+        "speed": (["--preset", "nope"], "--preset must be one of"),
+    }[script]
+    run = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / f"{script}.py"), *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1, run.stderr
+    [only] = run.stderr.strip().splitlines()
+    assert only.startswith(f"error: {line}"), run.stderr
+
+
 def test_speed_benchmark_quick(tmp_path):
     from avg_rt.benchmark.speed import SpeedOptions, cpu_has_bf16
     from avg_rt.benchmark.speed import run as run_speed

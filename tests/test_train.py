@@ -227,3 +227,36 @@ def test_a_dead_finest_scale_is_logged_and_named_at_the_end(tiny_dataset, tmp_pa
     assert capsys.readouterr().err.count(DEAD_FINEST) == 1
     train(cfg, train_v, tmp_path / "alive", test_v, progress=False)
     assert DEAD_FINEST not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kill_at", [5, 6])
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+    tiny_dataset, tmp_path, kill_at
+):
+    """A run whose weights turn NaN (issue 14's recorded leaky seed 6 did at iteration ~550,
+    then trained 1,450 more steps of NaN and saved them over its last good checkpoint) stops
+    at step 6: at once where the weights break just before a save (saves at 3, 6, 9), else
+    at the next step's loss. The checkpoint of step 3 stays as it was."""
+    from avg_rt.train.loop import TrainingDiverged
+
+    from avg_rt.errors import InputError
+
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, steps=9)
+
+    def poison(step, G, D):
+        if step == kill_at:
+            with torch.no_grad():
+                G.scales[0].convs[0].weight.fill_(float("nan"))
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, train_v, run, test_v, progress=False, after_step=poison)
+    assert isinstance(e.value, InputError)  # the CLI prints it as one line
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"{run / 'checkpoint.pt'}: training diverged")
+    what = "G's weights are not finite" if kill_at == 6 else "loss/d is nan"
+    assert f"at step 6 ({what}); kept the checkpoint of step 3" in line, line
+    kept = checkpoint.load(run / "checkpoint.pt")
+    assert kept["step"] == 3
+    assert all(v.isfinite().all() for v in kept["generator"].values() if v.is_floating_point())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import signal
 import sys
 import threading
@@ -38,7 +39,7 @@ from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import LiveFeed
 from avg_rt.data.sources import Video
-from avg_rt.errors import DataError
+from avg_rt.errors import DataError, InputError
 from avg_rt.files import atomic_write_text
 from avg_rt.model import Discriminator, Generator
 from avg_rt.predict import rollout, score
@@ -243,7 +244,16 @@ def train(
     G_train = distributed.wrap(G, dist, device)
     D_train = distributed.wrap(D, dist, device) if D is not None else None
 
+    saved_step = step if resume else None  # of the checkpoint on disk
+
     def save() -> None:
+        nonlocal saved_step
+        # DDP keeps every rank's weights equal, so every rank refuses alike.
+        for name, net in (("G", G), ("D", D)):
+            if net is not None and not all(bool(p.isfinite().all()) for p in net.parameters()):
+                raise TrainingDiverged(
+                    ckpt_path, step, f"{name}'s weights are not finite", saved_step
+                )
         # Every rank's sampler state, so that a resume continues each rank's own stream.
         streams = distributed.gather(rng.bit_generator.state, dist)
         if not dist.is_main:
@@ -263,6 +273,7 @@ def train(
             if scaler is not None:
                 state[key] = scaler.state_dict()
         checkpoint.save(ckpt_path, cfg, step, state)
+        saved_step = step
 
     # --- loop ---------------------------------------------------------------------------
     from avg_rt.train.summaries import Summaries
@@ -273,6 +284,7 @@ def train(
     stop = StopSignals()
     stopped_by = 0  # the signal every rank agreed to stop on (0: none)
     failure = None  # why a live stream cannot go on
+    diverged = None  # the loss that was not finite
     # Clips drawn and the time it took, since the last summary (at `since`).
     sampled, sampling_s, since = 0, 0.0, time.perf_counter()
 
@@ -317,6 +329,14 @@ def train(
                 measure_gradients=summary,
             )
             step += 1
+            # Every rank agrees, so that all stop before the next collective; nothing of a
+            # step with a non-finite loss is saved (its update may be NaN).
+            bad = next((k for k in ("loss/d", "loss/g") if not math.isfinite(logs.get(k, 0))), None)
+            if distributed.max_over_ranks(int(bad is not None), dist, device):
+                diverged = (
+                    f"{bad} is {logs[bad]}" if bad else "a loss is not finite on another rank"
+                )
+                break
             if after_step:
                 after_step(step, G, D)
             if not dist.is_main:
@@ -363,7 +383,8 @@ def train(
                     completed=step,
                     info=f"loss_g {logs['loss/g']:.4g}  psnr {logs['train/psnr']:.2f}",
                 )
-        save()  # with the handlers still in place: a signal now waits for the checkpoint
+        if diverged is None:
+            save()  # with the handlers still in place: a signal now waits for the checkpoint
     finally:
         # A second Ctrl-C (KeyboardInterrupt) stops inside a step: saving that state would
         # label a half-done step as whole, so the last checkpoint stays as it was.
@@ -378,6 +399,8 @@ def train(
     gc.collect()
     distributed.barrier(dist)
     distributed.cleanup(dist)
+    if diverged is not None:
+        raise TrainingDiverged(ckpt_path, step, diverged, saved_step)
     if stopped_by and step < cfg.steps:
         raise TrainingStopped(stopped_by, step, ckpt_path)
     if failure is not None:
@@ -397,6 +420,21 @@ class TrainingStopped(Exception):
             f"stopped by {name} after step {step}: saved {checkpoint} (continue with --resume)"
         )
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+
+class TrainingDiverged(InputError):
+    """Training stopped at a non-finite loss or weights: the checkpoint on disk (if any) is the
+    last one saved before it, untouched. One line, like the user errors it is caused by (a
+    learning rate too high for the data or the form)."""
+
+    def __init__(self, path: Path, step: int, what: str, saved: int | None):
+        kept = f"kept the checkpoint of step {saved}" if saved is not None else "no checkpoint yet"
+        super().__init__(
+            path,
+            f"training diverged at step {step} ({what}); {kept} (lower --lr-g/--lr-d, or "
+            "train again with another --seed)",
+        )
+        self.step, self.saved = step, saved
 
 
 class StopSignals:
