@@ -86,6 +86,20 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return data
 
 
+def non_finite(tree: Any, name: str = "") -> list[str]:
+    """The names (dotted paths) of the floating-point tensors holding NaN or inf in `tree`: a
+    state dict, an optimizer's (nested dicts and lists), or a tensor."""
+    if isinstance(tree, torch.Tensor):
+        return [name] if tree.is_floating_point() and not bool(tree.isfinite().all()) else []
+    if isinstance(tree, dict):
+        items: Any = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return []
+    return [n for k, v in items for n in non_finite(v, f"{name}.{k}" if name else str(k))]
+
+
 def load_generator(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[Generator, TrainConfig]:
@@ -99,10 +113,7 @@ def load_generator(
         raise CheckpointError(
             path, f"generator weights do not match its config ({e})".splitlines()[0]
         ) from None
-    bad = [
-        k for k, v in data["generator"].items() if v.is_floating_point() and not v.isfinite().all()
-    ]
-    if bad:
+    if bad := non_finite(data["generator"]):
         raise CheckpointError(
             path,
             f"non-finite generator weights (NaN or inf) in {len(bad)} tensors, first {bad[0]}: "

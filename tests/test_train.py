@@ -229,22 +229,25 @@ def test_a_dead_finest_scale_is_logged_and_named_at_the_end(tiny_dataset, tmp_pa
     assert DEAD_FINEST not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kill_at", [5, 6])
+@pytest.mark.parametrize("kill_at", [4, 6])
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     tiny_dataset, tmp_path, kill_at
 ):
     """A run whose weights turn NaN (issue 14's recorded leaky seed 6 did at iteration ~550,
-    then trained 1,450 more steps of NaN and saved them over its last good checkpoint) stops
-    at step 6: at once where the weights break just before a save (saves at 3, 6, 9), else
-    at the next step's loss. The checkpoint of step 3 stays as it was."""
+    then trained 1,450 more steps of NaN and saved them over its last good checkpoint) stops:
+    at the next step's loss (NaN at step 4: stops at 5, before the save at 6), or at once
+    where the weights break just before a save (step 6). The checkpoint of step 3 stays, and
+    resuming from a checkpoint that holds NaN is refused."""
     from avg_rt.train.loop import TrainingDiverged
 
-    from avg_rt.errors import InputError
+    from avg_rt.errors import CheckpointError, InputError
 
     train_v, test_v = _videos(tiny_dataset)
-    cfg = dataclasses.replace(TINY, steps=9)
+    cfg = dataclasses.replace(TINY, steps=9)  # saves at 3, 6, 9
+    seen = []
 
     def poison(step, G, D):
+        seen.append(step)
         if step == kill_at:
             with torch.no_grad():
                 G.scales[0].convs[0].weight.fill_(float("nan"))
@@ -255,8 +258,17 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert isinstance(e.value, InputError)  # the CLI prints it as one line
     line = str(e.value)
     assert "\n" not in line and line.startswith(f"{run / 'checkpoint.pt'}: training diverged")
-    what = "G's weights are not finite" if kill_at == 6 else "loss/d is nan"
-    assert f"at step 6 ({what}); kept the checkpoint of step 3" in line, line
+    stop, what = (6, "G's weights not finite") if kill_at == 6 else (5, "loss/d is nan")
+    assert f"at step {stop} ({what}); kept the checkpoint of step 3 (--resume it" in line, line
+    assert max(seen) == kill_at  # nothing ran after the step that broke
+    logged = [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()]
+    assert max(logged) == stop  # the step that diverged is in the log
     kept = checkpoint.load(run / "checkpoint.pt")
-    assert kept["step"] == 3
-    assert all(v.isfinite().all() for v in kept["generator"].values() if v.is_floating_point())
+    assert kept["step"] == 3 and not checkpoint.non_finite(kept["generator"])
+
+    # A checkpoint written with NaN (as before this check) cannot be resumed.
+    kept["generator"]["scales.0.convs.0.weight"].fill_(float("nan"))
+    state = {k: v for k, v in kept.items() if k not in ("format", "version", "config", "step")}
+    checkpoint.save(run / "checkpoint.pt", cfg, 3, state)
+    with pytest.raises(CheckpointError, match="scales.0.convs.0.weight.*diverged"):
+        train(cfg, train_v, run, test_v, resume=True, progress=False)

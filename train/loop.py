@@ -39,7 +39,7 @@ from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import LiveFeed
 from avg_rt.data.sources import Video
-from avg_rt.errors import DataError, InputError
+from avg_rt.errors import CheckpointError, DataError, InputError
 from avg_rt.files import atomic_write_text
 from avg_rt.model import Discriminator, Generator
 from avg_rt.predict import rollout, score
@@ -213,6 +213,13 @@ def train(
     if resume:
         state = checkpoint.load(ckpt_path, device)
         check_resumable(state, ckpt_path)
+        parts = ("generator", "opt_g", "discriminator", "opt_d")
+        if broken := checkpoint.non_finite({k: state[k] for k in parts if k in state}):
+            raise CheckpointError(
+                ckpt_path,
+                f"non-finite values (NaN or inf) in {len(broken)} tensors, first {broken[0]}: the "
+                "training that wrote it diverged; resume from an earlier copy or start again",
+            )
         G.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         if D is not None and opt_d is not None:
@@ -246,18 +253,30 @@ def train(
 
     saved_step = step if resume else None  # of the checkpoint on disk
 
-    def save() -> None:
+    def save() -> str | None:
+        """Write the checkpoint, or return why not: non-finite weights or optimizer states
+        (on any rank: all agree, and none writes)."""
         nonlocal saved_step
-        # DDP keeps every rank's weights equal, so every rank refuses alike.
-        for name, net in (("G", G), ("D", D)):
-            if net is not None and not all(bool(p.isfinite().all()) for p in net.parameters()):
-                raise TrainingDiverged(
-                    ckpt_path, step, f"{name}'s weights are not finite", saved_step
-                )
+        parts = {
+            "G's weights": G,
+            "D's weights": D,
+            "G's optimizer state": opt_g,
+            "D's optimizer state": opt_d,
+        }
+        bad = next(
+            (
+                k
+                for k, v in parts.items()
+                if v is not None and checkpoint.non_finite(v.state_dict())
+            ),
+            None,
+        )
+        if distributed.max_over_ranks(int(bad is not None), dist, device):
+            return f"{bad or 'a network on another rank'} not finite"
         # Every rank's sampler state, so that a resume continues each rank's own stream.
         streams = distributed.gather(rng.bit_generator.state, dist)
         if not dist.is_main:
-            return
+            return None
         state = {
             "generator": G.state_dict(),
             "opt_g": opt_g.state_dict(),
@@ -274,6 +293,7 @@ def train(
                 state[key] = scaler.state_dict()
         checkpoint.save(ckpt_path, cfg, step, state)
         saved_step = step
+        return None
 
     # --- loop ---------------------------------------------------------------------------
     from avg_rt.train.summaries import Summaries
@@ -330,18 +350,20 @@ def train(
             )
             step += 1
             # Every rank agrees, so that all stop before the next collective; nothing of a
-            # step with a non-finite loss is saved (its update may be NaN).
-            bad = next((k for k in ("loss/d", "loss/g") if not math.isfinite(logs.get(k, 0))), None)
+            # step with a non-finite loss is saved (its update may be NaN). With FP16 an
+            # overflowing loss is expected: its scaler skips the update, and save() checks.
+            losses = [] if fp16 else ["loss/d", "loss/g"]
+            bad = next((k for k in losses if not math.isfinite(logs.get(k, 0))), None)
             if distributed.max_over_ranks(int(bad is not None), dist, device):
-                diverged = (
-                    f"{bad} is {logs[bad]}" if bad else "a loss is not finite on another rank"
-                )
+                diverged = f"{bad} is {logs[bad]}" if bad else "a loss not finite on another rank"
+                if dist.is_main:
+                    summaries.scalars(step, logs)  # the values that show how
                 break
             if after_step:
                 after_step(step, G, D)
             if not dist.is_main:
-                if step % cfg.save_interval == 0:
-                    save()
+                if step % cfg.save_interval == 0 and (diverged := save()):
+                    break
                 continue
 
             if summary:
@@ -375,16 +397,16 @@ def train(
                 dead = not cfg.model.g_leak and scores.get(finest) == 0.0
                 if dist.is_main and dead and step == cfg.steps:
                     print(DEAD_FINEST, file=sys.stderr)
-            if step % cfg.save_interval == 0:
-                save()
+            if step % cfg.save_interval == 0 and (diverged := save()):
+                break
             if bar is not None and (step % cfg.log_interval == 0 or step == cfg.steps):
                 bar.update(
                     bar.task_ids[0],
                     completed=step,
                     info=f"loss_g {logs['loss/g']:.4g}  psnr {logs['train/psnr']:.2f}",
                 )
-        if diverged is None:
-            save()  # with the handlers still in place: a signal now waits for the checkpoint
+        if diverged is None:  # with the handlers in place: a signal now waits for the checkpoint
+            diverged = save()
     finally:
         # A second Ctrl-C (KeyboardInterrupt) stops inside a step: saving that state would
         # label a half-done step as whole, so the last checkpoint stays as it was.
@@ -428,12 +450,13 @@ class TrainingDiverged(InputError):
     learning rate too high for the data or the form)."""
 
     def __init__(self, path: Path, step: int, what: str, saved: int | None):
-        kept = f"kept the checkpoint of step {saved}" if saved is not None else "no checkpoint yet"
-        super().__init__(
-            path,
-            f"training diverged at step {step} ({what}); {kept} (lower --lr-g/--lr-d, or "
-            "train again with another --seed)",
-        )
+        if saved is None:
+            kept = "no checkpoint was saved (start again in a new --out with lower --lr-g/--lr-d"
+            kept += " or another --seed)"
+        else:
+            kept = f"kept the checkpoint of step {saved} (--resume it with lower --lr-g/--lr-d,"
+            kept += " or start again with another --seed)"
+        super().__init__(path, f"training diverged at step {step} ({what}); {kept}")
         self.step, self.saved = step, saved
 
 

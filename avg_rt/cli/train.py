@@ -45,8 +45,7 @@ def resume_config(
             if getattr(new, f.name) != getattr(old, f.name)
         ]
         raise ConfigError(
-            "--preset/--form/--g-leak: the run's network cannot change on --resume "
-            f"({', '.join(differ)}); start a new run"
+            f"the run's network cannot change on --resume ({', '.join(differ)}); start a new run"
         )
     given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
     for name in FIXED_ON_RESUME:
@@ -381,7 +380,7 @@ def train(
     check_format(cfg, declared, data)
     from avg_rt.data.live import LiveOptions
     from avg_rt.train.distributed import from_env
-    from avg_rt.train.loop import TrainingStopped
+    from avg_rt.train.loop import TrainingDiverged, TrainingStopped
     from avg_rt.train.loop import train as run
     from avg_rt.training import open_training_data
 
@@ -406,5 +405,9 @@ def train(
             if main:
                 typer.echo(str(e), err=True)
             raise typer.Exit(code=128 + e.signum) from None
+        except TrainingDiverged as e:  # every rank stops on it; one line, from rank 0
+            if main:
+                typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(code=1) from None
     if main:
         typer.echo(f"checkpoint: {ckpt}")
