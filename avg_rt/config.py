@@ -221,6 +221,11 @@ class TrainConfig:
     # Over this last fraction of `steps`, both learning rates fall linearly to 0 (pix2pix's
     # schedule); 0 keeps them constant.
     lr_decay: float = 0.0
+    # Not in the paper: each network's gradient is clipped to this L2 norm before its update
+    # (torch.nn.utils.clip_grad_norm_); 0: off. A guard against the rare blow-up of multi-step
+    # training: G's gradient norm is 20-70 in the small preset's runs, and 10,000 as one
+    # diverged (README, "Training that works").
+    clip_grad: float = 0.0
     batch: int = 8  # clips per step (per process)
     steps: int = 500_000
     # Multi-step training (Oh et al. 2015): G is unrolled on its own predictions for `unroll`
@@ -268,6 +273,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.unroll_ramp < 0 or self.adv_start < 0:
             raise ConfigError("unroll_ramp and adv_start must be >= 0")
+        if not self.clip_grad >= 0.0:
+            raise ConfigError(f"clip_grad must be >= 0 (0: off), got {self.clip_grad}")
         if not 0.0 <= self.lr_decay <= 1.0:
             raise ConfigError(f"lr_decay must be in [0, 1], got {self.lr_decay}")
         align = 2 ** (self.model.n_scales - 1)

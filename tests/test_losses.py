@@ -101,6 +101,32 @@ def test_loss_scaling_gives_the_same_updates():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("scaled", [False, True])
+def test_clip_grad_bounds_each_networks_update(scaled):
+    """--clip-grad: with SGD at lr 1 the update is the gradient itself, so a step moves each
+    network's weights by at most the clip norm (and, clipped, by exactly it: these gradients
+    are far larger); with FP16's loss scaling the gradient is unscaled first, not clipped at
+    2^16 times its size. 0 leaves the update as it was."""
+    cfg = TrainConfig(model=SMALL)
+    batch = _batch(cfg)
+    moved = {}
+    for clip in (0.0, 0.01):
+        torch.manual_seed(0)
+        G, D = Generator(cfg.model), Discriminator(cfg.model)
+        opt_g, opt_d = (torch.optim.SGD(n.parameters(), lr=1.0) for n in (G, D))
+        run = dataclasses.replace(cfg, clip_grad=clip)
+        scaler = (lambda: torch.amp.GradScaler("cpu")) if scaled else (lambda: None)
+        before = [[p.detach().clone() for p in n.parameters()] for n in (G, D)]
+        d_step(G, D, opt_d, batch, run, scaler=scaler())
+        g_step(G, D, opt_g, batch, run, scaler=scaler())
+        moved[clip] = [
+            math.sqrt(sum(((p.detach() - b) ** 2).sum().item() for p, b in zip(n.parameters(), bs)))
+            for n, bs in zip((G, D), before)
+        ]
+    assert all(m > 0.05 for m in moved[0.0])  # unclipped, both moved far more than 0.01
+    assert moved[0.01] == pytest.approx([0.01, 0.01], rel=1e-3)
+
+
 def test_steps_under_bf16_autocast():
     cfg = TrainConfig(model=SMALL)
     G, D = Generator(cfg.model), Discriminator(cfg.model)

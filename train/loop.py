@@ -451,11 +451,11 @@ class TrainingDiverged(InputError):
 
     def __init__(self, path: Path, step: int, what: str, saved: int | None):
         if saved is None:
-            kept = "no checkpoint was saved (start again in a new --out with lower --lr-g/--lr-d"
-            kept += " or another --seed)"
+            kept = "no checkpoint was saved (start again in a new --out with --clip-grad, lower"
+            kept += " --lr-g/--lr-d or another --seed)"
         else:
-            kept = f"kept the checkpoint of step {saved} (--resume it with lower --lr-g/--lr-d,"
-            kept += " or start again with another --seed)"
+            kept = f"kept the checkpoint of step {saved} (--resume it with --clip-grad or lower"
+            kept += " --lr-g/--lr-d, or start again with another --seed)"
         super().__init__(path, f"training diverged at step {step} ({what}); {kept}")
         self.step, self.saved = step, saved
 

@@ -104,17 +104,27 @@ def _autocast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.autocast:
 
 
 def _update(
-    loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    clip: float = 0.0,
 ) -> None:
-    """Backward and optimizer step, outside autocast. With FP16 autocast a GradScaler scales
-    the loss so that small gradients do not flush to zero in FP16, and skips steps whose
-    gradients overflowed; BF16 has FP32's range and needs none."""
+    """Backward and optimizer step, outside autocast, the gradient clipped to L2 norm `clip`
+    over all of `opt`'s parameters (0: not). With FP16 autocast a GradScaler scales the loss
+    so that small gradients do not flush to zero in FP16 (and unscales them before clipping),
+    and skips steps whose gradients overflowed; BF16 has FP32's range and needs none."""
     opt.zero_grad(set_to_none=True)
+    params = [p for group in opt.param_groups for p in group["params"]]
     if scaler is None:
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         return
     scaler.scale(loss).backward()
+    if clip:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, clip)
     scaler.step(opt)
     scaler.update()
 
@@ -140,7 +150,7 @@ def d_step(
         logits_real, logits_fake = d_logits(G, D, clip, cfg, steps, corner)
         loss = adversarial_loss(logits_real, real=True, smoothing=cfg.d_label_smoothing)
         loss = loss + adversarial_loss(logits_fake, real=False)
-    _update(loss, opt_d, scaler)
+    _update(loss, opt_d, scaler, cfg.clip_grad)
     return {"loss/d": loss.item(), **d_accuracy(logits_real, logits_fake, "d/")}
 
 
@@ -229,7 +239,7 @@ def g_step(
             "adv": cfg.lam_adv * logs.get("train/adv_scale", 1.0),
         }
         logs |= _gradient_norms({k: weights[k] * t for k, t in terms.items()}, unwrap(G))
-    _update(loss, opt_g, scaler)
+    _update(loss, opt_g, scaler, cfg.clip_grad)
     if D is not None:
         D.requires_grad_(True)
     m = frame_metrics(joined[-1][-targets.shape[0] :].detach(), targets[:, steps - 1])

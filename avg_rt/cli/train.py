@@ -150,6 +150,10 @@ def train(
         float | None,
         Opt(help="Last fraction of the steps over which both learning rates fall to 0."),
     ] = None,
+    clip_grad: Annotated[
+        float | None,
+        Opt(help="Clip each network's gradient to this L2 norm before its update (0: off)."),
+    ] = None,
     form: Annotated[
         str | None,
         Opt(
@@ -304,6 +308,7 @@ def train(
         d_label_smoothing=d_label_smoothing,
         adv_start=adv_start,
         lr_decay=lr_decay,
+        clip_grad=clip_grad,
         unroll=unroll,
         unroll_ramp=unroll_ramp,
         crop=crop,
