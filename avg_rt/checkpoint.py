@@ -100,6 +100,17 @@ def non_finite(tree: Any, name: str = "") -> list[str]:
     return [n for k, v in items for n in non_finite(v, f"{name}.{k}" if name else str(k))]
 
 
+def require_finite(path: str | Path, tree: Any, what: str, advice: str = "") -> None:
+    """Raise CheckpointError for `path` if `tree` (`non_finite`) holds NaN or inf, naming
+    `what` it is, the first such tensor, and `advice` after it."""
+    if bad := non_finite(tree):
+        raise CheckpointError(
+            path,
+            f"non-finite {what} (NaN or inf) in {len(bad)} tensors, first {bad[0]}: the training "
+            f"that wrote it diverged{advice}",
+        )
+
+
 def load_generator(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[Generator, TrainConfig]:
@@ -113,12 +124,7 @@ def load_generator(
         raise CheckpointError(
             path, f"generator weights do not match its config ({e})".splitlines()[0]
         ) from None
-    if bad := non_finite(data["generator"]):
-        raise CheckpointError(
-            path,
-            f"non-finite generator weights (NaN or inf) in {len(bad)} tensors, first {bad[0]}: "
-            "the training that wrote it diverged",
-        )
+    require_finite(path, data["generator"], "generator weights")
     return gen.to(map_location).eval(), cfg
 
 

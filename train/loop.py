@@ -39,7 +39,7 @@ from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import LiveFeed
 from avg_rt.data.sources import Video
-from avg_rt.errors import CheckpointError, DataError, InputError
+from avg_rt.errors import DataError, InputError
 from avg_rt.files import atomic_write_text
 from avg_rt.model import Discriminator, Generator
 from avg_rt.predict import rollout, score
@@ -214,12 +214,12 @@ def train(
         state = checkpoint.load(ckpt_path, device)
         check_resumable(state, ckpt_path)
         parts = ("generator", "opt_g", "discriminator", "opt_d")
-        if broken := checkpoint.non_finite({k: state[k] for k in parts if k in state}):
-            raise CheckpointError(
-                ckpt_path,
-                f"non-finite values (NaN or inf) in {len(broken)} tensors, first {broken[0]}: the "
-                "training that wrote it diverged; resume from an earlier copy or start again",
-            )
+        checkpoint.require_finite(
+            ckpt_path,
+            {k: state[k] for k in parts if k in state},
+            "values",
+            "; resume from an earlier copy or start again",
+        )
         G.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         if D is not None and opt_d is not None:
