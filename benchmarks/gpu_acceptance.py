@@ -9,11 +9,11 @@ Runs, in order, and goes on past a failure so that one run says everything:
    conformance tests;
 3. the export of the shipped small model with FP16, plus TensorRT engines where TensorRT is
    installed, verified against PyTorch;
-4. the speed benchmark of the paper preset (rollouts at 32x32 and 210x160, batches 1 and 8,
-   and adversarial training steps/s of both presets; `--full`: up to 1080x1920, which takes
-   far longer than a short GPU lease); the live-stream sampler against both presets' training
-   on CUDA (`benchmarks/live.py sampler`, needs ale-py); the parity and rollout-overhead
-   benchmarks.
+4. the live-stream sampler against both presets' training on CUDA (`benchmarks/live.py
+   sampler`, needs ale-py); the parity and rollout-overhead benchmarks of the CUDA backends;
+5. last, the speed benchmark of the paper preset (rollouts at 32x32 and 210x160, batches 1
+   and 8, and adversarial training steps/s of both presets; `--full`: up to 1080x1920, which
+   takes far longer than a short GPU lease). It keeps every row it measured when stopped.
 Each step's command, exit status, time and output go to `summary.json` and `summary.md` beside
 the benchmarks' own results, with the GPU's name, rewritten after every step so that a run cut
 short still says what it did; `--step-timeout` stops a step that runs too long (it counts as
@@ -50,6 +50,7 @@ def steps(out: Path, work: Path, full: bool = False) -> list[tuple[str, list[str
     if importlib.util.find_spec("tensorrt") is not None:
         export.append("--engine")
     speed = ["--full"] if full else ["--preset", "paper"]
+    cuda = ["--device", "cuda"]
     # Both presets trained on CUDA from the live emulator (ale-py), the sampler beside them.
     live = [py, "benchmarks/live.py", "sampler", "--device", "cuda", "--seconds", "10"]
     live += ["--steps", "100", "--out", str(out)]
@@ -58,10 +59,13 @@ def steps(out: Path, work: Path, full: bool = False) -> list[tuple[str, list[str
         ("gpu tests", [py, "-m", "pytest", "-q", "-rs", "-m", "needs_cuda or needs_tensorrt"]),
         ("runner tests", [py, "-m", "pytest", "-q", "-rs", "tests/runners"]),
         ("export", export),
-        ("speed", [py, "benchmarks/speed.py", *speed, "--device", "cuda", "--out", str(out)]),
         ("live sampler", live),
-        ("parity", [py, "benchmarks/parity.py", "--out", str(out)]),
-        ("rollout overhead", [py, "benchmarks/rollout_overhead.py", "--out", str(out)]),
+        # The CUDA backends alone (the CPU ones are CI's): parity against torch on CPU.
+        ("parity", [py, "benchmarks/parity.py", *cuda, "--out", str(out)]),
+        ("rollout overhead", [py, "benchmarks/rollout_overhead.py", *cuda, "--out", str(out)]),
+        # Last and the longest: it writes its table after every row, so a step stopped by
+        # --step-timeout or the lease still leaves the rows it measured.
+        ("speed", [py, "benchmarks/speed.py", *speed, *cuda, "--out", str(out)]),
     ]
 
 

@@ -24,7 +24,7 @@ import torch
 from avg_rt.export.verify import verify
 
 from avg_rt.benchmark.common import RESULTS, environment, save
-from avg_rt.benchmark.speed import all_runners
+from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model
 from avg_rt.metrics import finite_or_none
@@ -58,14 +58,18 @@ def label(runner: Runner) -> str:
     return runner.name + (" +graph" if getattr(runner, "cuda_graph", False) else "")
 
 
-def candidates(checkpoint: Path, onnx_dir: Path, h: int, w: int) -> Iterator[Runner]:
-    """torch without oneDNN, then the speed benchmark's runners except the reference itself,
-    each once: the speed benchmark also runs torch runners a second time with the rollout
-    capturing CUDA graphs, which `verify` (step by step) does not use; an onnxruntime
-    runner with its own CUDA graph is another path and stays."""
+def candidates(
+    checkpoint: Path, onnx_dir: Path, h: int, w: int, devices: str = "all"
+) -> Iterator[Runner]:
+    """torch without oneDNN (unless `devices` is "cuda"), then the speed benchmark's runners on
+    `devices` except the reference itself, each once: the speed benchmark also runs torch
+    runners a second time with the rollout capturing CUDA graphs, which `verify` (step by
+    step) does not use; an onnxruntime runner with its own CUDA graph is another path and
+    stays."""
     seen = {"torch-cpu"}
-    yield TorchWithoutOneDNN(checkpoint)
-    for runner, _ in all_runners(checkpoint, onnx_dir, 1, h, w):
+    if devices != "cuda":
+        yield TorchWithoutOneDNN(checkpoint)
+    for runner, _ in all_runners(checkpoint, onnx_dir, 1, h, w, devices):
         key = label(runner)
         if key not in seen:
             seen.add(key)
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--start", type=int, default=72, help="first history frame of each episode")
     p.add_argument("--seed", type=int, default=1000, help="emulator seed (held-out games)")
     p.add_argument("--steps", type=int, default=64)
+    p.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="all", help="candidates on (the reference: CPU)"
+    )
     p.add_argument("--name", default="parity")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     _, _, _, h, w = hists[0].shape
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, TorchRunner(args.checkpoint) as reference:
-        for candidate in candidates(args.checkpoint, Path(tmp), h, w):
+        for candidate in candidates(args.checkpoint, Path(tmp), h, w, args.device):
             precision = (
                 "int8"
                 if "int8" in candidate.name
@@ -140,7 +147,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"free-running step {args.steps}: max {free['max_abs'][-1]:.1e}, "
                 f"mean {free['mean_abs'][-1]:.1e}, {free['psnr'][-1]:.1f} dB"
             )
+            write(args, len(hists), h, w, rows)  # after each: a run cut short keeps it
 
+
+def write(
+    args: argparse.Namespace, starts: int, h: int, w: int, rows: list[dict[str, Any]]
+) -> None:
+    """The table, plot and JSON of the candidates compared so far."""
     shown = [s for s in REPORT_STEPS if s <= args.steps]
     table = [
         "| runner | teacher-forced worst max abs | "
@@ -157,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     header = (
         f"Parity against eager torch FP32 on CPU: the shipped model's {args.steps}-step rollouts "
-        f"from {len(hists)} Ms. Pac-Man starts at {h}x{w} (emulator seed {args.seed}, frames "
+        f"from {starts} Ms. Pac-Man starts at {h}x{w} (emulator seed {args.seed}, frames "
         f"{args.start}..{args.start + 3}); per step, the worst over the starts.\n\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                 r["runner"]: finite_or_none(r["forced"]["psnr"]) for r in rows
             },
         },
-        title=f"Backend parity, {h}x{w}, worst of {len(hists)} starts",
+        title=f"Backend parity, {h}x{w}, worst of {starts} starts",
         overwrite=True,
     )
     save(

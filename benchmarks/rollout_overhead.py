@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from avg_rt.export.verify import random_history
 
 from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
-from avg_rt.benchmark.speed import all_runners, ran_as
+from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, ran_as
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
 
@@ -36,14 +37,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="all", help="backends on")
     p.add_argument("--name", default="rollout-overhead")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         shape = (args.batch, args.height, args.width)
-        for runner, how in all_runners(args.checkpoint, Path(tmp), *shape):
+        for runner, how in all_runners(args.checkpoint, Path(tmp), *shape, args.device):
             name = runner.name + (" +graph" if how.get("cuda_graph") else "")
             with runner:
                 hist = random_history((args.batch, 4, 3, args.height, args.width), 0)
@@ -84,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
                     f"{rows[-1]['rollout_ms_per_step']:8.2f} ms/step in rollout, ratio {ratio:.3f} "
                     f"(of minima {rows[-1]['ratio_of_minima']:.3f})"
                 )
+            write(args, rows)  # after each runner: a run cut short keeps what it measured
+
+
+def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The report of the runners measured so far."""
     table = [
         "| runner | single pass (ms) | rollout step (ms) | rollout / 64 singles | same, minima "
         "| steps ran |",

@@ -172,6 +172,44 @@ def test_parity_script(small_checkpoint, tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
+def test_benchmarks_device_choice_and_reports_written_as_they_go(
+    small_checkpoint, tmp_path, monkeypatch
+):
+    """--device picks the backends (a GPU run need not spend its lease on CPU ones) and a run
+    stopped part-way keeps the rows it measured: the report is written after each runner."""
+    import runpy
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "rollout_overhead.py"
+    main = runpy.run_path(str(script))["main"]
+    args = ["--checkpoint", str(small_checkpoint), "--height", "32", "--width", "32"]
+    args += ["--steps", "2", "--repeats", "1", "--out", str(tmp_path)]
+
+    from avg_rt.benchmark import speed
+
+    real = speed.runners
+    measured: list[str] = []
+
+    def two_then_stop(*a, **k):  # the lease ends after two runners
+        for i, item in enumerate(real(*a, **k)):
+            if i == 2:
+                raise KeyboardInterrupt
+            measured.append(item[0].name)
+            yield item
+
+    monkeypatch.setattr(speed, "runners", two_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--device", "cpu", "--name", "cut"])
+    monkeypatch.undo()
+    rows = json.loads((tmp_path / "cut.json").read_text())["rows"]
+    assert [r["runner"] for r in rows] == measured and len(measured) == 2
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device cuda: torch sees no CUDA GPU"):
+            main([*args, "--device", "cuda", "--name", "g"])
+        assert not (tmp_path / "g.json").exists()
+
+
 def test_generator_forms_script(tiny_dataset, tmp_path):
     import runpy
 
@@ -200,9 +238,11 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
     module = runpy.run_path(str(script))
     steps = dict(module["steps"](tmp_path / "out", tmp_path / "work"))
     assert list(steps) == [
-        "doctor", "gpu tests", "runner tests", "export", "speed", "live sampler", "parity",
-        "rollout overhead",
+        "doctor", "gpu tests", "runner tests", "export", "live sampler", "parity",
+        "rollout overhead", "speed",
     ]  # fmt: skip
+    # A lease's minutes go to the CUDA backends: the CPU ones are CI's.
+    assert steps["parity"][-4:-2] == steps["rollout overhead"][-4:-2] == ["--device", "cuda"]
     assert steps["live sampler"][1:5] == ["benchmarks/live.py", "sampler", "--device", "cuda"]
     assert steps["doctor"][-2:] == ["doctor", "--cuda"]
     assert "needs_cuda or needs_tensorrt" in steps["gpu tests"]

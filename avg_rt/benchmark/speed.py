@@ -160,14 +160,20 @@ def runners(
                 yield TensorRTRunner(plan, device), {"cuda_graph": graph}
 
 
+DEVICE_CHOICES = ("all", "cpu", "cuda")
+
+
 def all_runners(
-    checkpoint: Path, onnx_dir: Path, batch: int, h: int, w: int
+    checkpoint: Path, onnx_dir: Path, batch: int, h: int, w: int, devices: str = "all"
 ) -> Iterator[tuple[Runner, dict[str, Any]]]:
-    """`runners` on CPU and then, with a GPU, on CUDA, with TensorRT engines for exactly
-    `batch` x `h` x `w`; their files go to `onnx_dir`/cpu and `onnx_dir`/cuda."""
+    """`runners` on CPU and then, with a GPU, on CUDA (`devices`: one of DEVICE_CHOICES), with
+    TensorRT engines for exactly `batch` x `h` x `w`; their files go to `onnx_dir`/cpu and
+    `onnx_dir`/cuda. "cuda" without a GPU is an error, not an empty benchmark."""
+    if devices == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here (run `avg-rt doctor`)")
     profile = ShapeRanges(Range(batch, batch, batch), Range(h, h, h), Range(w, w, w))
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
+    here = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in (d for d in here if devices in ("all", d)):
         (onnx_dir / device).mkdir()
         yield from runners(checkpoint, onnx_dir / device, torch.device(device), profile)
 
@@ -296,8 +302,8 @@ def run(opts: SpeedOptions) -> dict[str, Any]:
                             )
                             torch.cuda.empty_cache()
                         print(_row(rows[-1]), flush=True)
-            # After each runner: a run cut short (a GPU lease's end) keeps what it measured.
-            _save(opts, device, peak, rows, None)
+                        # After each row: a run cut short (a GPU lease's end) keeps it.
+                        _save(opts, device, peak, rows, None)
     return _save(opts, device, peak, rows, training_speed(opts, device))
 
 
@@ -353,7 +359,7 @@ def _table(report: dict[str, Any], opts: SpeedOptions) -> str:
     ]
     lines += [_row(r) for r in report["rows"]]
     if not report["complete"]:
-        lines += ["", "(Partial: the run stopped before its last runner and the training speeds.)"]
+        lines += ["", "(Partial: the run stopped before its last row and the training speeds.)"]
     lines += ["", "| training | per second | sampler headroom |", "|---|---|---|"]
     for t in report["training"]:
         head = f"x{t['sampler_headroom']:.1f}" if "sampler_headroom" in t else ""
