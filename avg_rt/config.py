@@ -64,6 +64,12 @@ class ModelConfig:
     # they had 2 to 4 frames earlier, which the blend can pick exactly. Starts as `delta`
     # (the weights on the last frame: SELECT_LAST_LOGIT).
     select: bool = False
+    # Not in the paper, with `select`: the blend is a hard pick, each pixel taking the one
+    # history frame of its largest logit (`blend_history(hard=True)`), trained straight-through
+    # (the forward pass picks, the gradient is the softmax's). A soft blend of a flickering
+    # sprite's two colours is a smudge that no later step repairs; a pick is one of them,
+    # exactly. `--form select-hard`.
+    select_hard: bool = False
     # Not in the paper, delta form only, inference only (eval mode: rollouts, exports): a pixel
     # whose predicted change from the last input frame is below `deadzone` in every channel
     # keeps the last frame's value exactly. In 1/255ths of the value range (8-bit levels for
@@ -162,6 +168,8 @@ class ModelConfig:
             raise ConfigError(f"deadzone must be in [0, 255) levels, got {self.deadzone}")
         if self.select and not self.delta:
             raise ConfigError("select needs the delta form (a change added to the blend)")
+        if self.select_hard and not self.select:
+            raise ConfigError("select_hard needs the select form (a pick among the history)")
         if self.deadzone and not self.delta:
             raise ConfigError("deadzone needs the delta form (a change to the last frame)")
         if self.palette:
@@ -352,10 +360,11 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 FORMS: dict[str, dict[str, bool]] = {
-    "plain": dict(residual=False, delta=False, select=False),
-    "residual": dict(residual=True, delta=False, select=False),
-    "delta": dict(residual=False, delta=True, select=False),
-    "select": dict(residual=False, delta=True, select=True),
+    "plain": dict(residual=False, delta=False, select=False, select_hard=False),
+    "residual": dict(residual=True, delta=False, select=False, select_hard=False),
+    "delta": dict(residual=False, delta=True, select=False, select_hard=False),
+    "select": dict(residual=False, delta=True, select=True, select_hard=False),
+    "select-hard": dict(residual=False, delta=True, select=True, select_hard=True),
 }
 
 
@@ -367,7 +376,11 @@ def with_form(model: ModelConfig, form: str | None) -> ModelConfig:
         raise ConfigError(f"--form must be one of {', '.join(FORMS)}, got {form!r}")
     flags = FORMS[form]
     return dataclasses.replace(
-        model, residual=flags["residual"], delta=flags["delta"], select=flags["select"]
+        model,
+        residual=flags["residual"],
+        delta=flags["delta"],
+        select=flags["select"],
+        select_hard=flags["select_hard"],
     )
 
 

@@ -82,10 +82,25 @@ class ScaleGenerator(nn.Module):
 SELECT_LAST_LOGIT = 5.0
 
 
-def blend_history(history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+def blend_history(
+    history: torch.Tensor, logits: torch.Tensor, hard: bool = False, straight_through: bool = False
+) -> torch.Tensor:
     """Per pixel, the softmax(`logits`)-weighted sum of the frames of `history`: (B, C * L,
-    h, w) and (B, L, h, w) -> (B, C, h, w), in float32."""
-    weights = torch.softmax(logits.float(), dim=1)
+    h, w) and (B, L, h, w) -> (B, C, h, w), in float32.
+
+    `hard`: each pixel takes the frame of its largest logit alone (one-hot weights; a tie,
+    which trained logits do not make, shares equally), so a pick is an exact earlier value,
+    never a blend of two colours. `straight_through` (training, with `hard`): the forward
+    pass is that pick, the gradient the softmax's, so the logits still learn."""
+    x = logits.float()
+    if hard:
+        top = (x == x.amax(1, keepdim=True)).float()
+        weights = top / top.sum(1, keepdim=True)
+        if straight_through:
+            soft = torch.softmax(x, dim=1)
+            weights = soft + (weights - soft).detach()
+    else:
+        weights = torch.softmax(x, dim=1)
     frames = history.float().unflatten(1, (logits.shape[1], -1))  # (B, L, C, h, w)
     return (weights.unsqueeze(2) * frames).sum(1)
 
@@ -189,7 +204,8 @@ class Generator(nn.Module):
             else:
                 up, out = None, net(x)
             if self.cfg.select:  # a change to a per-pixel blend of the history frames
-                base = blend_history(x, out[:, c:])
+                hard = self.cfg.select_hard
+                base = blend_history(x, out[:, c:], hard, straight_through=self.training)
                 preds.append(clip_unit(base + out[:, :c], straight_through=self.training))
             elif self.cfg.delta:  # a change to the last input frame at this scale
                 preds.append(clip_unit(x[:, -c:] + out, straight_through=self.training))

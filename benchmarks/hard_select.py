@@ -24,12 +24,10 @@ from avg_rt.errors import CheckpointError
 from avg_rt.model import blend_history  # bound here: main() patches the module's name
 
 
-def hard_blend(history: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """`blend_history` with one-hot weights at each pixel's largest logit: the softmax of 0
-    there and -inf elsewhere is exactly 1 and 0."""
-    pick = logits.float().argmax(1, keepdim=True)
-    one_hot = torch.full_like(logits, -torch.inf, dtype=torch.float32).scatter_(1, pick, 0.0)
-    return blend_history(history, one_hot)
+def hard_blend(history: torch.Tensor, logits: torch.Tensor, *_: bool, **__: bool) -> torch.Tensor:
+    """`blend_history`'s hard pick (the select-hard form's, at inference) in place of the
+    blend these weights were trained for."""
+    return blend_history(history, logits, hard=True)
 
 
 def not_select_checkpoint(path: Path) -> str | None:

@@ -175,6 +175,41 @@ def test_select_form_starts_near_copying_and_can_pick_an_older_frame():
         dataclasses.replace(SMALL, delta=False, select=True).validate()
 
 
+def test_select_hard_picks_one_history_frame_and_its_logits_still_learn():
+    """select-hard: in training and at inference each pixel is exactly one history frame (plus
+    the change), the one of largest logit; the gradient reaches the logits (straight-through);
+    the form needs select."""
+    from avg_rt.config import with_form
+    from avg_rt.model import blend_history
+
+    cfg = with_form(SMALL, "select-hard")
+    assert cfg.select and cfg.select_hard and cfg.delta
+    assert not with_form(cfg, "select").select_hard
+    x = torch.rand(2, 12, 8, 8) * 2 - 1
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    frames = x.unflatten(1, (4, 3))
+    pick = logits.detach().argmax(1)  # (B, h, w)
+    want = torch.gather(frames, 1, pick[:, None, None].expand(-1, 1, 3, -1, -1))[:, 0]
+    for st in (False, True):
+        got = blend_history(x, logits, hard=True, straight_through=st)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    got.sum().backward()  # straight-through: the softmax's gradient
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    # A generator of this form starts as copying, exactly (the last frame's logit is largest).
+    g = Generator(cfg)
+    for p in g.forward_scales(x):
+        assert p.shape[1] == 3
+    torch.testing.assert_close(g.eval()(x), x[:, 9:], rtol=0, atol=0)
+    g.train()
+    out = g(x)
+    torch.testing.assert_close(out, x[:, 9:], rtol=0, atol=0)
+    out.square().sum().backward()
+    last = g.finest_last_conv()
+    assert last.weight.grad is not None and last.weight.grad[3:].abs().sum() > 0
+    with pytest.raises(ConfigError, match="select_hard needs the select form"):
+        dataclasses.replace(SMALL, select_hard=True).validate()
+
+
 def test_straight_through_clamp_keeps_the_gradient_of_saturated_pixels():
     from avg_rt.model import clip_unit
 

@@ -158,8 +158,9 @@ def train(
         str | None,
         Opt(
             help="What G's scales predict: plain (the paper), residual (a refinement of the "
-            "coarser scale, the authors' code), delta (a change to the last frame) or select "
-            "(a change to a per-pixel blend of the history frames)."
+            "coarser scale, the authors' code), delta (a change to the last frame), select "
+            "(a change to a per-pixel blend of the history frames) or select-hard (a change to "
+            "a per-pixel pick of one history frame, trained straight-through)."
         ),
     ] = None,
     g_leak: Annotated[

@@ -203,11 +203,12 @@ def test_deadzone_is_part_of_the_exported_graph(tmp_path):
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("leak", [0.0, 0.2])
-def test_select_form_exports_to_onnx(leak):
+@pytest.mark.parametrize("form, leak", [("select", 0.0), ("select", 0.2), ("select-hard", 0.0)])
+def test_select_form_exports_to_onnx(form, leak):
     """The select form's softmax blend of the history frames is in the ONNX graph, FP32 and
     FP16 (the blend in float32), and gives PyTorch's prediction; so do LeakyReLU units
-    (`g_leak`)."""
+    (`g_leak`) and select-hard's pick (in FP16 a pixel whose two largest logits nearly tie
+    may pick the other frame: few do)."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -217,7 +218,7 @@ def test_select_form_exports_to_onnx(leak):
     from avg_rt.config import with_form
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(with_form(PRESETS["small"].model, "select"), g_leak=leak)
+    cfg = dataclasses.replace(with_form(PRESETS["small"].model, form), g_leak=leak)
     gen = busy_generator(cfg).eval()
     for scale in gen.scales:  # logits that vary per pixel, around an even blend
         torch.nn.init.normal_(scale.convs[-1].weight[3:], std=1.0)
@@ -231,7 +232,10 @@ def test_select_form_exports_to_onnx(leak):
         assert any(n.op_type == "LeakyRelu" for n in graph.graph.node) == bool(leak)
         sess = ort.InferenceSession(graph.SerializeToString())
         (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-        np.testing.assert_allclose(got, want, atol=atol)
+        if cfg.select_hard and fp16:
+            assert (np.abs(got - want) <= atol).mean() > 0.99
+        else:
+            np.testing.assert_allclose(got, want, atol=atol)
 
 
 def test_deadzone_flips_are_forgiven_only_at_the_threshold():
