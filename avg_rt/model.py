@@ -88,14 +88,15 @@ def blend_history(
     """Per pixel, the softmax(`logits`)-weighted sum of the frames of `history`: (B, C * L,
     h, w) and (B, L, h, w) -> (B, C, h, w), in float32.
 
-    `hard`: each pixel takes the frame of its largest logit alone (one-hot weights; a tie,
-    which trained logits do not make, shares equally), so a pick is an exact earlier value,
-    never a blend of two colours. `straight_through` (training, with `hard`): the forward
-    pass is that pick, the gradient the softmax's, so the logits still learn."""
+    `hard`: each pixel takes the frame of its largest logit alone (one-hot weights; of tied
+    logits, as rounding to FP16, BF16 or INT8 can make, the oldest frame), so a pick is an
+    exact earlier value, never a blend of two colours. `straight_through` (training, with
+    `hard`): the forward pass is that pick, the gradient the softmax's, so the logits still
+    learn."""
     x = logits.float()
     if hard:
-        top = (x == x.amax(1, keepdim=True)).float()
-        weights = top / top.sum(1, keepdim=True)
+        frame = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        weights = (frame == x.argmax(1, keepdim=True)).float()  # argmax: the first of ties
         if straight_through:
             soft = torch.softmax(x, dim=1)
             weights = soft + (weights - soft).detach()

@@ -40,6 +40,8 @@ def not_select_checkpoint(path: Path) -> str | None:
         cfg = checkpoint.load(path)["config"]
     except CheckpointError as e:
         return e.problem
+    if cfg.model.select_hard:  # its "soft" report would be its own hard pick again
+        return "a select-hard model: it picks already (no blend to compare the pick with)"
     return None if cfg.model.select else "not a select-form model (no blend to pick from)"
 
 

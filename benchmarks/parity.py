@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from avg_rt.export.verify import verify
 
-from avg_rt.benchmark.common import RESULTS, environment, save
-from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners
+from avg_rt.benchmark.common import PARTIAL, RESULTS, environment, save
+from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model
 from avg_rt.metrics import finite_or_none
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", default="parity")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
+    check_devices(args.device)
 
     hists = histories(args.episodes, args.start, args.seed)
     _, _, _, h, w = hists[0].shape
@@ -147,13 +148,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"free-running step {args.steps}: max {free['max_abs'][-1]:.1e}, "
                 f"mean {free['mean_abs'][-1]:.1e}, {free['psnr'][-1]:.1f} dB"
             )
-            write(args, len(hists), h, w, rows)  # after each: a run cut short keeps it
+            write(args, len(hists), h, w, rows, complete=False)  # a run cut short keeps it
+    write(args, len(hists), h, w, rows, complete=True)
 
 
 def write(
-    args: argparse.Namespace, starts: int, h: int, w: int, rows: list[dict[str, Any]]
+    args: argparse.Namespace,
+    starts: int,
+    h: int,
+    w: int,
+    rows: list[dict[str, Any]],
+    complete: bool,
 ) -> None:
-    """The table, plot and JSON of the candidates compared so far."""
+    """The table, plot and JSON of the candidates compared so far (`complete`: all of them)."""
     shown = [s for s in REPORT_STEPS if s <= args.steps]
     table = [
         "| runner | teacher-forced worst max abs | "
@@ -168,6 +175,8 @@ def write(
             + " | ".join(f"{free['max_abs'][s - 1]:.1e}" for s in shown)
             + f" | {free['mean_abs'][-1]:.1e} | {free['psnr'][-1]:.1f} |"
         )
+    if not complete:
+        table += ["", PARTIAL]
     header = (
         f"Parity against eager torch FP32 on CPU: the shipped model's {args.steps}-step rollouts "
         f"from {starts} Ms. Pac-Man starts at {h}x{w} (emulator seed {args.seed}, frames "
@@ -195,6 +204,7 @@ def write(
             "rows": [  # identical frames (infinite PSNR) as null
                 r | {k: r[k] | {"psnr": finite_or_none(r[k]["psnr"])} for k in KINDS} for r in rows
             ],
+            "complete": complete,
         },
         header + "\n".join(table),
         args.out,

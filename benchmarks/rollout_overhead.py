@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from avg_rt.export.verify import random_history
 
-from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
-from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, ran_as
+from avg_rt.benchmark.common import PARTIAL, RESULTS, environment, median, save, timed
+from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices, ran_as
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
 
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", default="rollout-overhead")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
+    check_devices(args.device)
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
                     f"{rows[-1]['rollout_ms_per_step']:8.2f} ms/step in rollout, ratio {ratio:.3f} "
                     f"(of minima {rows[-1]['ratio_of_minima']:.3f})"
                 )
-            write(args, rows)  # after each runner: a run cut short keeps what it measured
+            write(args, rows, complete=False)  # a run cut short keeps what it measured
+    write(args, rows, complete=True)
 
 
-def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
-    """The report of the runners measured so far."""
+def write(args: argparse.Namespace, rows: list[dict[str, Any]], complete: bool) -> None:
+    """The report of the runners measured so far (`complete`: all of them)."""
     table = [
         "| runner | single pass (ms) | rollout step (ms) | rollout / 64 singles | same, minima "
         "| steps ran |",
@@ -101,6 +103,8 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         f"{r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | {r['steps_ran']} |"
         for r in rows
     ]
+    if not complete:
+        table += ["", PARTIAL]
     header = (
         f"Rollout loop overhead, {args.steps} steps at {args.height}x{args.width}, batch "
         f"{args.batch}: medians of {args.repeats} interleaved runs, and their minima.\n\n"
@@ -111,6 +115,7 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             "environment": environment(),
             "args": vars(args) | {"checkpoint": str(args.checkpoint), "out": str(args.out)},
             "rows": rows,
+            "complete": complete,
         },
         header + "\n".join(table),
         args.out,

@@ -142,7 +142,9 @@ def test_rollout_overhead_script(small_checkpoint, tmp_path):
     args = ["--checkpoint", str(small_checkpoint), "--height", "32", "--width", "40"]
     args += ["--steps", "3", "--repeats", "1", "--name", "o", "--out", str(tmp_path)]
     runpy.run_path(str(script))["main"](args)
-    rows = json.loads((tmp_path / "o.json").read_text())["rows"]
+    report = json.loads((tmp_path / "o.json").read_text())
+    rows = report["rows"]
+    assert report["complete"] and "Partial" not in (tmp_path / "o.md").read_text()
     names = [r["runner"] for r in rows]
     assert names[0] == "torch-cpu" and {"onnxrt-cpu", "onnxrt-cpu-int8"} <= set(names)
     assert {r["steps_ran"] for r in rows} == {"eager (CPU)"}
@@ -157,7 +159,9 @@ def test_parity_script(small_checkpoint, tmp_path):
     args = ["--checkpoint", str(small_checkpoint), "--episodes", "1", "--start", "2"]
     args += ["--steps", "3", "--name", "p", "--out", str(tmp_path)]
     runpy.run_path(str(script))["main"](args)
-    rows = {r["runner"]: r for r in json.loads((tmp_path / "p.json").read_text())["rows"]}
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["complete"] and "Partial" not in (tmp_path / "p.md").read_text()
+    rows = {r["runner"]: r for r in report["rows"]}
     assert list(rows)[0] == "torch-cpu-no-onednn"
     assert {"onnxrt-cpu", "onnxrt-cpu-fp16", "onnxrt-cpu-int8", "onnxrt-cpu-int8-sym"} <= set(rows)
     for name, r in rows.items():
@@ -202,8 +206,9 @@ def test_benchmarks_device_choice_and_reports_written_as_they_go(
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--device", "cpu", "--name", "cut"])
     monkeypatch.undo()
-    rows = json.loads((tmp_path / "cut.json").read_text())["rows"]
-    assert [r["runner"] for r in rows] == measured and len(measured) == 2
+    report = json.loads((tmp_path / "cut.json").read_text())
+    assert [r["runner"] for r in report["rows"]] == measured and len(measured) == 2
+    assert not report["complete"] and "(Partial:" in (tmp_path / "cut.md").read_text()
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="--device cuda: torch sees no CUDA GPU"):
             main([*args, "--device", "cuda", "--name", "g"])
@@ -414,6 +419,11 @@ def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(
             last.bias[3] = 2.0  # channels: 3 of change, then one logit per frame, oldest first
     path = tmp_path / "select.pt"
     checkpoint.save(path, cfg, 0, {"generator": gen.state_dict()})
+    # A select-hard model picks already: its "soft" report would be a second hard one.
+    hard_cfg = dataclasses.replace(cfg, model=with_form(cfg.model, "select-hard"))
+    checkpoint.save(tmp_path / "hard.pt", hard_cfg, 0, {"generator": gen.state_dict()})
+    assert "picks already" in ns["not_select_checkpoint"](tmp_path / "hard.pt")
+    assert ns["not_select_checkpoint"](path) is None
     before = avg_rt.model.blend_history
     args = ["--data", str(tiny_dataset / "Test"), "--model", f"m={path}", "--clips", "2"]
     ns["main"]([*args, "--steps", "4", "--name", "h", "--out", str(tmp_path)])

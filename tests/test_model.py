@@ -195,6 +195,10 @@ def test_select_hard_picks_one_history_frame_and_its_logits_still_learn():
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     got.sum().backward()  # straight-through: the softmax's gradient
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+    # Tied logits (rounded ones can tie) still pick one frame, the oldest: never a blend.
+    tied = torch.zeros(2, 4, 8, 8)
+    tied[:, 1:3] = 1.0
+    torch.testing.assert_close(blend_history(x, tied, hard=True), frames[:, 1], rtol=0, atol=0)
     # A generator of this form starts as copying, exactly (the last frame's logit is largest).
     g = Generator(cfg)
     for p in g.forward_scales(x):

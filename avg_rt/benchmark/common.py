@@ -97,6 +97,11 @@ def mean_ci95(values: Any, quantile: float = 1.96) -> dict[str, float]:
     return {"mean": float(v.mean()), "ci95": float(half), "n": len(v)}
 
 
+# The line under the table of a report written part-way (`complete` false in its JSON): a run
+# stopped early (a GPU lease's end, --step-timeout) keeps what it measured, said as such.
+PARTIAL = "(Partial: the run stopped before it had measured everything; above is what it had.)"
+
+
 def save(name: str, payload: dict[str, Any], table: str, out: Path = RESULTS) -> Path:
     """Write <out>/<name>.json and <out>/<name>.md (the table plus how it was made)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ carry the device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import tempfile
 import time
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from avg_rt import checkpoint
-from avg_rt.benchmark.common import RESULTS, environment, save, timed
+from avg_rt.benchmark.common import PARTIAL, RESULTS, environment, save, timed
 from avg_rt.config import PRESETS
 from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.to_onnx import save_onnx, to_onnx
@@ -114,8 +115,11 @@ def runners(
     gen, _ = checkpoint.load_generator(ckpt)
     fp32 = save_onnx(to_onnx(gen), onnx_dir / "generator.onnx")
     fp16 = save_onnx(to_onnx(gen, fp16=True), onnx_dir / "generator.fp16.onnx")
-    int8, int8_sym = int8_graphs(fp32, gen.cfg.history_len)
+    # Built on first use (emulator frames and calibration): a GPU without onnxruntime-gpu or
+    # TensorRT has no INT8 runner, and need not spend its lease on them.
+    int8_pair = functools.cache(lambda: int8_graphs(fp32, gen.cfg.history_len))
     if device.type == "cpu":
+        int8, int8_sym = int8_pair()
         yield TorchRunner(ckpt), {}
         if cpu_has_bf16():
             yield TorchRunner(ckpt, amp="bf16"), {}
@@ -133,18 +137,18 @@ def runners(
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        for path in (fp32, fp16, int8_sym):
+        for path in (fp32, fp16, int8_pair()[1]):
             yield OnnxRuntimeRunner(path, device), {}
             yield OnnxRuntimeRunner(path, device, cuda_graph=True), {"cuda_graph": True}
     if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
-        for path in (fp32, fp16, int8_sym):
+        for path in (fp32, fp16, int8_pair()[1]):
             yield OnnxRuntimeRunner(path, device, tensorrt=True), {}
     if importlib.util.find_spec("tensorrt") is not None:
         from avg_rt.data.frames import FrameFormat
         from avg_rt.export.to_trt import build_engine
         from avg_rt.runners.trt import TensorRTRunner
 
-        for path, precision in ((fp32, "fp32"), (fp16, "fp16"), (int8_sym, "int8")):
+        for path, precision in ((fp32, "fp32"), (fp16, "fp16"), (int8_pair()[1], "int8")):
             plan = path.with_suffix(".plan")
             build_engine(
                 path,
@@ -163,14 +167,20 @@ def runners(
 DEVICE_CHOICES = ("all", "cpu", "cuda")
 
 
+def check_devices(devices: str) -> None:
+    """One line and exit where `devices` (DEVICE_CHOICES) asks for a GPU this machine lacks:
+    a CUDA-only benchmark must not write an empty report. Scripts call it first."""
+    if devices == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here (run `avg-rt doctor`)")
+
+
 def all_runners(
     checkpoint: Path, onnx_dir: Path, batch: int, h: int, w: int, devices: str = "all"
 ) -> Iterator[tuple[Runner, dict[str, Any]]]:
     """`runners` on CPU and then, with a GPU, on CUDA (`devices`: one of DEVICE_CHOICES), with
     TensorRT engines for exactly `batch` x `h` x `w`; their files go to `onnx_dir`/cpu and
     `onnx_dir`/cuda. "cuda" without a GPU is an error, not an empty benchmark."""
-    if devices == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA GPU here (run `avg-rt doctor`)")
+    check_devices(devices)
     profile = ShapeRanges(Range(batch, batch, batch), Range(h, h, h), Range(w, w, w))
     here = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in (d for d in here if devices in ("all", d)):
@@ -359,7 +369,7 @@ def _table(report: dict[str, Any], opts: SpeedOptions) -> str:
     ]
     lines += [_row(r) for r in report["rows"]]
     if not report["complete"]:
-        lines += ["", "(Partial: the run stopped before its last row and the training speeds.)"]
+        lines += ["", PARTIAL]
     lines += ["", "| training | per second | sampler headroom |", "|---|---|---|"]
     for t in report["training"]:
         head = f"x{t['sampler_headroom']:.1f}" if "sampler_headroom" in t else ""

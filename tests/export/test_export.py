@@ -232,7 +232,9 @@ def test_select_form_exports_to_onnx(form, leak):
         assert any(n.op_type == "LeakyRelu" for n in graph.graph.node) == bool(leak)
         sess = ort.InferenceSession(graph.SerializeToString())
         (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-        if cfg.select_hard and fp16:
+        if cfg.select_hard:
+            assert any(n.op_type == "ArgMax" for n in graph.graph.node)  # a pick, not a blend
+        if cfg.select_hard and fp16:  # a pixel whose logits nearly tie may pick another frame
             assert (np.abs(got - want) <= atol).mean() > 0.99
         else:
             np.testing.assert_allclose(got, want, atol=atol)

@@ -181,7 +181,9 @@ def test_calibration_and_verification_halves_share_no_frame():
     assert indices(first) == set(range(9)) and indices(second) == set(range(10, 19))
 
 
-@pytest.mark.parametrize("form, leak", [("plain", 0), ("delta", 0), ("select", 0), ("select", 0.2)])
+@pytest.mark.parametrize(
+    "form, leak", [("plain", 0), ("delta", 0), ("select", 0), ("select", 0.2), ("select-hard", 0)]
+)
 def test_keep_float_last_leaves_each_scales_last_convolution_in_float(form, leak, tmp_path):
     """`keep_float="last"` finds one last convolution per scale in every form (the select
     form's feeds Slices, not an Add) and with either activation (ReLU, LeakyReLU: `g_leak`),
