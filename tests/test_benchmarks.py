@@ -47,6 +47,7 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
     assert report["results"]["copy last frame"]["still_damaged"]["mean"] == [0.0] * 4
     assert all(0 <= v <= 100 for v in report["results"]["torch"]["still_damaged"]["mean"])
     assert "**still_damaged**" in (tmp_path / "q.md").read_text()
+    assert "**exact_frames**" in (tmp_path / "q.md").read_text()
     md = (tmp_path / "q.md").read_text()
     assert "| copy last frame |" in md and "step 4" in md and "step 8" not in md
     assert json.loads((tmp_path / "q.json").read_text())["environment"]["torch"]
@@ -133,6 +134,23 @@ def test_speed_benchmark_quick(tmp_path):
     md = (tmp_path / "s.md").read_text()
     assert "| onnxrt-cpu-fp16 | 32x32 | 2 |" in md and "Measured on" in md
     assert report["complete"] and "Partial" not in md  # (written after each runner too)
+
+
+def test_exact_frames_counts_clips_right_to_the_last_pixel():
+    """`exact_frames`: 100 for a predicted frame equal to the truth in every pixel and channel,
+    0 for one channel of one pixel off by one level; its mean over clips is a percentage."""
+    from avg_rt.benchmark.quality import _aggregate, _scores
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (3, 2, 16, 16, 3), np.uint8)
+    frames = truth.copy()
+    frames[1, 0, 5, 7, 2] ^= 1  # clip 1, step 1: one level of one channel of one pixel
+    frames[2, 1] = 255 - truth[2, 1]  # clip 2, step 2: everything wrong
+    last = truth[:, 0]
+    scores = _scores(frames, truth, np.ones(truth.shape[:-1], bool), last)
+    assert scores["exact_frames"].tolist() == [[100, 100], [0, 100], [100, 0]]
+    assert _aggregate(scores)["exact_frames"]["mean"] == pytest.approx([200 / 3, 200 / 3])
+    assert scores["psnr"][1, 0] > 70  # the one-level miss: high PSNR, yet not exact
 
 
 def test_rollout_overhead_script(small_checkpoint, tmp_path):

@@ -101,7 +101,8 @@ def _scores(
     """{metric or metric_moving: (N, S)} of uint8 frames (N, S, H, W, 3) against the truth, on
     all pixels and on the pixels of `moving` (N, S, H, W) bool; and `still_damaged`, the
     percentage of the frame's pixels that stay exactly as in the last input frame `last`
-    (N, H, W, 3) in the truth but not in the prediction."""
+    (N, H, W, 3) in the truth but not in the prediction; `exact_frames`, 100 where the
+    predicted frame is the true one to the last pixel, else 0 (its mean: % of clips)."""
     scores = frame_metrics(
         frames_to_model(frames, "cpu"),
         frames_to_model(truth, "cpu"),
@@ -110,6 +111,7 @@ def _scores(
     out = {k: v.numpy() for k, v in scores.items()}
     still = (truth == last[:, None]).all(-1)
     out["still_damaged"] = 100 * ((frames != truth).any(-1) & still).mean(axis=(2, 3))
+    out["exact_frames"] = 100 * (frames == truth).all(axis=(2, 3, 4)).astype(np.float64)
     return out
 
 
@@ -306,7 +308,9 @@ def _table(report: dict[str, Any]) -> str:
         f"pixels that change, relative to the last input frame, in the truth or in any "
         f"model's prediction (one mask for every row, copying included); 'still pixels "
         f"damaged': % of the frame that the truth keeps exactly as in the last input frame "
-        f"and the prediction does not (0 for copying).",
+        f"and the prediction does not (0 for copying); 'exact frames': % of clips whose "
+        f"predicted frame is the true one to the last pixel (copying: where nothing moved; "
+        f"these score {DB_CAP:g} dB, and dominate a PSNR mean).",
         "",
         "| model | PSNR below copying at steps | SSIM below copying at steps | "
         "D accuracy (real / generated) |",
@@ -323,7 +327,7 @@ def _table(report: dict[str, Any]) -> str:
         )
     lines.append("")
     metrics = ("psnr", "psnr_moving", "sharp_diff", "sharp_diff_moving", "ssim", "ssim_moving")
-    for metric in (*metrics, "still_damaged"):
+    for metric in (*metrics, "still_damaged", "exact_frames"):
         lines += [
             f"**{metric}**",
             "",
