@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from avg_rt.export.verify import verify
 
-from avg_rt.benchmark.common import PARTIAL, RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, save
 from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model
@@ -175,8 +175,6 @@ def write(
             + " | ".join(f"{free['max_abs'][s - 1]:.1e}" for s in shown)
             + f" | {free['mean_abs'][-1]:.1e} | {free['psnr'][-1]:.1f} |"
         )
-    if not complete:
-        table += ["", PARTIAL]
     header = (
         f"Parity against eager torch FP32 on CPU: the shipped model's {args.steps}-step rollouts "
         f"from {starts} Ms. Pac-Man starts at {h}x{w} (emulator seed {args.seed}, frames "
@@ -204,10 +202,10 @@ def write(
             "rows": [  # identical frames (infinite PSNR) as null
                 r | {k: r[k] | {"psnr": finite_or_none(r[k]["psnr"])} for k in KINDS} for r in rows
             ],
-            "complete": complete,
         },
         header + "\n".join(table),
         args.out,
+        complete,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from avg_rt.export.verify import random_history
 
-from avg_rt.benchmark.common import PARTIAL, RESULTS, environment, median, save, timed
+from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
 from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices, ran_as
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
@@ -103,8 +103,6 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], complete: bool) 
         f"{r['ratio']:.3f} | {r['ratio_of_minima']:.3f} | {r['steps_ran']} |"
         for r in rows
     ]
-    if not complete:
-        table += ["", PARTIAL]
     header = (
         f"Rollout loop overhead, {args.steps} steps at {args.height}x{args.width}, batch "
         f"{args.batch}: medians of {args.repeats} interleaved runs, and their minima.\n\n"
@@ -115,10 +113,10 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], complete: bool) 
             "environment": environment(),
             "args": vars(args) | {"checkpoint": str(args.checkpoint), "out": str(args.out)},
             "rows": rows,
-            "complete": complete,
         },
         header + "\n".join(table),
         args.out,
+        complete,
     )
 
 

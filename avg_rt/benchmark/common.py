@@ -102,10 +102,16 @@ def mean_ci95(values: Any, quantile: float = 1.96) -> dict[str, float]:
 PARTIAL = "(Partial: the run stopped before it had measured everything; above is what it had.)"
 
 
-def save(name: str, payload: dict[str, Any], table: str, out: Path = RESULTS) -> Path:
-    """Write <out>/<name>.json and <out>/<name>.md (the table plus how it was made)."""
+def save(
+    name: str, payload: dict[str, Any], table: str, out: Path = RESULTS, complete: bool = True
+) -> Path:
+    """Write <out>/<name>.json and <out>/<name>.md (the table plus how it was made);
+    `complete` False: a report written part-way, marked so in both (PARTIAL)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
+    payload = payload | {"complete": complete}
+    if not complete:
+        table += f"\n\n{PARTIAL}"
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n", overwrite=True)
     env = payload["environment"]
     where = env["gpu"] or env["cpu"]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from avg_rt import checkpoint
-from avg_rt.benchmark.common import PARTIAL, RESULTS, environment, save, timed
+from avg_rt.benchmark.common import RESULTS, environment, save, timed
 from avg_rt.config import PRESETS
 from avg_rt.export.shapes import Range, ShapeRanges
 from avg_rt.export.to_onnx import save_onnx, to_onnx
@@ -325,6 +325,7 @@ def _save(
     training: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """Write the report so far; `training` None: not measured yet (said in the table)."""
+    complete = training is not None
     report = {
         "environment": environment(),
         "options": {k: str(v) for k, v in vars(opts).items()},
@@ -332,10 +333,9 @@ def _save(
         "peak_flops": peak,
         "rows": rows,
         "training": training or [],
-        "complete": training is not None,
     }
-    save(opts.name, report, _table(report, opts), opts.out)
-    return report
+    save(opts.name, report, _table(report, opts), opts.out, complete)
+    return report | {"complete": complete}
 
 
 def ran_as(execution: dict[str, str]) -> str:
@@ -368,8 +368,6 @@ def _table(report: dict[str, Any], opts: SpeedOptions) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in report["rows"]]
-    if not report["complete"]:
-        lines += ["", PARTIAL]
     lines += ["", "| training | per second | sampler headroom |", "|---|---|---|"]
     for t in report["training"]:
         head = f"x{t['sampler_headroom']:.1f}" if "sampler_headroom" in t else ""
