@@ -4,6 +4,7 @@
     python benchmarks/live.py sampler   # clips/s the sampler delivers vs what training takes
     python benchmarks/live.py compare results/quality-live-vs-recorded.json  # live - recorded
     python benchmarks/live.py compare A.json B.json  # seeds scored in two runs on the same clips
+    python benchmarks/live.py compare Q.json --arms rotated recorded  # an A/A control
 
 `memory`: trains the small preset on `atari:ms_pacman` (store 1024 MiB, the default) with the
 emulator unpaced, and records the training process's resident memory (and the producer
@@ -23,7 +24,9 @@ one on a recorded set), the all-pixel PSNR of live minus recorded on the same cl
 and 16 (the issue's claim: within 0.3 dB). Per seed: the mean of the per-clip differences with
 a paired 95% interval (the clips' spread; one pair of runs). Over seeds: the mean of the
 seeds' differences with a t interval over the seeds (the runs' spread, which a per-clip
-interval cannot see: a run shifts every clip alike); with 2 seeds it is wide.
+interval cannot see: a run shifts every clip alike); with 2 seeds it is wide. `--arms A B`
+compares models labelled `A[-T]-sN` and `B[-T]-sN` instead: a control pair in which neither
+arm is live (an A/A test) reads the same way.
 """
 
 from __future__ import annotations
@@ -237,16 +240,25 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
     return report
 
 
+# How the comparison's table names the arms it knows.
+ARM_TEXT = {
+    "live": "training on the live emulator",
+    "recorded": "training on a recorded set",
+    "rotated": "training on the recorded set drawn from a list rotated as the live store rotates",
+}
+
+
 def compare(
     report_paths: list[Path],
     out: Path,
     steps: tuple[int, ...] = (1, 16),
     result: str = "live-vs-recorded",
     tag: str = "",
+    arms: tuple[str, str] = ("live", "recorded"),
 ) -> None:
     from avg_rt.benchmark.quality import paired
 
-    live, rec = (f"live-{tag}-s", f"recorded-{tag}-s") if tag else ("live-s", "recorded-s")
+    live, rec = (f"{arm}-{tag}-s" if tag else f"{arm}-s" for arm in arms)
     report = merged_reports(report_paths)
     report_path = report_paths[0]
     res = report["results"]
@@ -267,8 +279,9 @@ def compare(
             step: mean_ci95([rows[f"seed {n}"][step]["mean"] for n in seeds], t) for step in steps
         }
     lines = [
-        f"All-pixel PSNR of training on the live emulator minus training on a recorded set, "
-        f"same steps and seed, on the same {report['clips']} held-out clips "
+        f"{ARM_TEXT.get(arms[0], arms[0]).capitalize()} minus "
+        f"{ARM_TEXT.get(arms[1], arms[1])}: all-pixel PSNR after the same steps, same seed, "
+        f"on the same {report['clips']} held-out clips "
         f"({', '.join(f'`{p.name}`' for p in report_paths)}): mean of the per-clip "
         "differences ± paired 95% interval, dB. "
         "A seed's interval is the clips' spread alone (one pair of runs; clips of one episode "
@@ -300,14 +313,21 @@ def main() -> None:
     p.add_argument("--name", help="result name (compare; live-vs-recorded[-TAG])")
     p.add_argument("--device", default="cpu", help="where the presets train (sampler)")
     p.add_argument("--tag", default="", help="compare live-TAG-sN with recorded-TAG-sN")
+    p.add_argument(
+        "--arms",
+        nargs=2,
+        default=("live", "recorded"),
+        metavar=("A", "B"),
+        help="compare A-sN minus B-sN (default: live recorded)",
+    )
     args = p.parse_args()
     if args.what == "memory":
         memory(args.frames, args.out)
     elif args.what == "compare":
         if not args.report:
             p.error("compare needs the quality reports' JSON")
-        name = args.name or ("live-vs-recorded-" + args.tag if args.tag else "live-vs-recorded")
-        compare(args.report, args.out, result=name, tag=args.tag)
+        name = args.name or "-vs-".join(args.arms) + (f"-{args.tag}" if args.tag else "")
+        compare(args.report, args.out, result=name, tag=args.tag, arms=tuple(args.arms))
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)
 

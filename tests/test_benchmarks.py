@@ -358,6 +358,15 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     assert "| seed 1 | +0.95 ± 0.00 |" in md and "seed 0" not in md
     with pytest.raises(SystemExit, match="no pair of models labelled live-none-sN"):
         module["compare"]([path], tmp_path, steps=(1, 2), tag="none")
+    # --arms: a control pair in which neither arm is live reads the same way.
+    control = {k.replace("live-", "rotated-"): v for k, v in results.items()}
+    path.write_text(json.dumps({**report, "results": control}))
+    module["compare"]([path], tmp_path, steps=(1, 2), result="aa", arms=("rotated", "recorded"))
+    md = (tmp_path / "aa.md").read_text()
+    assert md.startswith("Training on the recorded set drawn from a list rotated")
+    assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
+    with pytest.raises(SystemExit, match="no pair of models labelled live-sN"):
+        module["compare"]([path], tmp_path, steps=(1, 2))
     path.write_text(json.dumps(report))
     with pytest.raises(SystemExit, match=r"no per-clip scores at step\(s\) \[16\]"):
         module["compare"]([path], tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16
