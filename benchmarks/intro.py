@@ -1,6 +1,8 @@
 """What the episodes of a recorded game share at their start (Ms. Pac-Man's intro).
 
     python benchmarks/intro.py --data data/mspacman60/Train   # seconds
+    python benchmarks/intro.py --data data/mspacman60/Train \
+        --model adversarial=models/small/checkpoint.pt   # + a minute per model
 
 Reads the first `--frames` frames of every episode and reports: how many frames every episode
 shares exactly (the intro); within it, the shortest period after which a frame repeats
@@ -8,6 +10,14 @@ exactly; and per frame, how many pixels change from the frame before and how man
 take a value that none of the 4 frames before had (what a generator that picks among its
 history frames, the select form, cannot copy). The quality benchmark's steps 16, 32 and 48
 fall below copying the last frame on clips of this intro (README, "Prediction quality").
+
+With `--model LABEL=PATH` (repeatable): on the clips of the full quality benchmark (`avg-rt
+bench quality --full`: the same held-out episodes and clips) where copying the last frame is
+exact at step 16, which are intro clips, each model's rollout against the truth per step:
+the pixels it gets wrong (median over those clips), how many of them one of the 4 true frames
+before had right (a pick among the history would be), and in how many clips the whole frame
+is exact. Copying's row is the pixels that change from the last input. What a model must get
+right for the benchmark's steps 16, 32 and 48.
 """
 
 from __future__ import annotations
@@ -50,10 +60,103 @@ def intro_stats(episodes: list[np.ndarray]) -> dict[str, object]:
     return {"episodes": len(episodes), "shared_frames": shared, "frames": rows}
 
 
+def errors_on_repeats(
+    history: np.ndarray, truth: np.ndarray, predictions: dict[str, np.ndarray], steps: int
+) -> dict[str, object]:
+    """On the clips whose true frame at step `steps` equals their last input frame (copying is
+    exact there): per model and step 1..`steps`, the median over those clips of the wrong
+    pixels and of those among them that one of the HISTORY true frames before had right, and
+    the number of exact frames. `history` (N, HISTORY, H, W, C), `truth` and each prediction
+    (N, >= steps, H, W, C)."""
+    last = history[:, -1]
+    chosen = np.flatnonzero((truth[:, steps - 1] == last).all(axis=(1, 2, 3)))
+    frames = np.concatenate([history[chosen], truth[chosen, :steps]], axis=1)
+    out: dict[str, object] = {"clips": chosen.tolist(), "models": {}}
+    copying = np.repeat(last[:, None], steps, axis=1)
+    for label, pred in {"copy last frame": copying, **predictions}.items():
+        rows = []
+        for k in range(steps):
+            target = frames[:, HISTORY + k]
+            before = frames[:, k : HISTORY + k]  # the true frames a pick could copy
+            wrong = (pred[chosen, k] != target).any(-1)
+            pickable = wrong & (before == target[:, None]).all(-1).any(1)
+            rows.append(
+                {
+                    "step": k + 1,
+                    "wrong": float(np.median(wrong.sum(axis=(1, 2)))) if len(chosen) else 0.0,
+                    "in_history": float(np.median(pickable.sum(axis=(1, 2))))
+                    if len(chosen)
+                    else 0.0,
+                    "exact": int((~wrong).all(axis=(1, 2)).sum()),
+                }
+            )
+        out["models"][label] = rows  # type: ignore[index]
+    return out
+
+
+def model_rollouts(
+    models: dict[str, Path], steps: int, seed: int = 1000
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The full quality benchmark's clips whose frame at step `steps` equals their last input
+    (history, truth to `steps`) and each model's `steps`-step rollout of them (uint8)."""
+    from avg_rt.benchmark.quality import FULL, clips, held_out_videos
+    from avg_rt.data.clips import frames_to_model, model_to_frames
+    from avg_rt.predict import rollout
+    from avg_rt.runners import open_runner
+
+    videos = held_out_videos(FULL["episodes"], FULL["episode_frames"], seed)
+    history, truth = clips(videos, FULL["steps"], FULL["stride"], FULL["max_clips"])
+    # Only the clips errors_on_repeats counts: a model rolls out a fifth of the benchmark.
+    chosen = (truth[:, steps - 1] == history[:, -1]).all(axis=(1, 2, 3))
+    history, truth = history[chosen], truth[chosen, :steps]
+    predictions = {}
+    for label, path in models.items():
+        with open_runner(path, device="cpu") as runner:
+            predictions[label] = np.concatenate(
+                [
+                    model_to_frames(
+                        rollout(runner, frames_to_model(history[i : i + 16], runner.device), steps)
+                    )
+                    for i in range(0, len(history), 16)
+                ]
+            )
+    return history, truth, predictions
+
+
+def repeats_table(result: dict[str, object], steps: int) -> list[str]:
+    models = result["models"]
+    assert isinstance(models, dict) and isinstance(result["clips"], list)
+    n = len(result["clips"])
+    lines = [
+        f"On the {n} clips of the full quality benchmark where copying the last frame is exact "
+        f"at step {steps}: per step, the wrong pixels of each model's rollout (median over the "
+        f"clips; in brackets, how many of them one of the {HISTORY} true frames before had "
+        "right); copying's are the pixels that change from the last input. Last row: clips "
+        "whose frame is exact.",
+        "",
+        "| step | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for k in range(steps):
+        cells = [f"{rows[k]['wrong']:g} ({rows[k]['in_history']:g})" for rows in models.values()]
+        lines.append(f"| {k + 1} | " + " | ".join(cells) + " |")
+    exact = [f"{sum(r['exact'] > 0 for r in rows)} steps" for rows in models.values()]
+    lines.append("| exact frame at | " + " | ".join(exact) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="folder of episodes")
     p.add_argument("--frames", type=int, default=120, help="frames read per episode")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="also count a model's errors on the benchmark's intro clips (repeatable)",
+    )
+    p.add_argument("--steps", type=int, default=16, help="rollout steps (--model)")
     p.add_argument("--name", default="intro")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -85,8 +188,21 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|",
         *(f"| {r['frame']} | {r['changed']} | {r['new']} | {r['period'] or '-'} |" for r in rows),
     ]
-    save(args.name, {"environment": environment(), **stats}, "\n".join(lines), args.out)
+    payload: dict[str, object] = {"environment": environment(), **stats}
+    if args.model:
+        models = dict(_label_path(spec) for spec in args.model)
+        result = errors_on_repeats(*model_rollouts(models, args.steps), args.steps)
+        payload["repeats"] = result
+        lines = [*lines[:5], "", *repeats_table(result, args.steps), "", *lines[5:]]
+    save(args.name, payload, "\n".join(lines), args.out)
     print("\n".join(lines[:5]))
+
+
+def _label_path(spec: str) -> tuple[str, Path]:
+    label, sep, path = spec.partition("=")
+    if not sep or not label or not path:
+        raise SystemExit(f"--model: expected LABEL=PATH, got {spec!r}")
+    return label, Path(path)
 
 
 if __name__ == "__main__":

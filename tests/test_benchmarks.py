@@ -322,6 +322,36 @@ def test_intro_stats_on_a_constructed_intro(tmp_path):
     assert "repeat an earlier one exactly: 8, from frame 6 on, periods [6]" in md
 
 
+def test_intro_errors_on_the_clips_copying_gets_exact():
+    """`benchmarks/intro.py --model`: only clips whose frame at the step equals the last input
+    are counted; a model's wrong pixels, those whose true value a history frame had, and exact
+    frames."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "intro.py"
+    module = runpy.run_path(str(script))
+    rng = np.random.default_rng(0)
+    a, b, c = rng.integers(0, 256, (3, 6, 6, 3), np.uint8)  # differ at every pixel
+    assert ((a != b).any(-1) & (b != c).any(-1) & (a != c).any(-1)).all()
+    # Clip 1: c, new, then b again (copying exact at step 2); clip 0 ends on c: left out.
+    history = np.stack([[a, b, a, b], [a, b, a, b]])
+    truth = np.stack([[a, c], [c, b]])
+    good = truth.copy()
+    bad = truth.copy()
+    bad[1, 0, 0, :2] = a[0, :2]  # 2 pixels of step 1 wrong, whose true value (c) is new
+    bad[1, 1, 5, 0] = c[5, 0]  # 1 pixel of step 2 wrong, whose true value (b) the history has
+    result = module["errors_on_repeats"](history, truth, {"good": good, "bad": bad}, steps=2)
+    assert result["clips"] == [1]
+    rows = result["models"]
+    copying = [(r["wrong"], r["in_history"], r["exact"]) for r in rows["copy last frame"]]
+    assert copying == [(36.0, 0.0, 0), (0.0, 0.0, 1)]
+    assert [(r["wrong"], r["exact"]) for r in rows["good"]] == [(0.0, 1), (0.0, 1)]
+    assert [(r["wrong"], r["in_history"]) for r in rows["bad"]] == [(2.0, 0.0), (1.0, 1.0)]
+    table = "\n".join(module["repeats_table"](result, 2))
+    assert "| 1 | 36 (0) | 0 (0) | 2 (0) |" in table
+    assert "| exact frame at | 1 steps | 2 steps | 0 steps |" in table
+
+
 def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     """`benchmarks/live.py compare`: live-sN minus recorded-sN on the same clips, per seed and
     pooled; 'within 0.3 dB' only where the whole interval is."""

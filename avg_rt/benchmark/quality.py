@@ -44,6 +44,10 @@ def table_steps(steps: int) -> list[int]:
 
 BASELINE = "copy last frame"
 
+# The benchmark's two modes (`avg-rt bench quality [--full]`): which held-out clips it scores.
+FULL = dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=100)
+QUICK = dict(episodes=2, episode_frames=300, steps=16, stride=10, max_clips=16)
+
 
 @dataclass(frozen=True)
 class QualityOptions:

@@ -71,13 +71,9 @@ def quality(
     Example: avg-rt bench quality --full --model mine=runs/x/checkpoint.pt
     """
     from avg_rt.benchmark.common import RESULTS
-    from avg_rt.benchmark.quality import QualityOptions, run
+    from avg_rt.benchmark.quality import FULL, QUICK, QualityOptions, run
 
-    mode: dict[str, Any] = (
-        dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=100)
-        if full
-        else dict(episodes=2, episode_frames=300, steps=16, stride=10, max_clips=16)
-    )
+    mode: dict[str, Any] = dict(FULL if full else QUICK)
     if steps is not None:
         mode["steps"] = steps
     opts = QualityOptions(
