@@ -60,88 +60,122 @@ def intro_stats(episodes: list[np.ndarray]) -> dict[str, object]:
     return {"episodes": len(episodes), "shared_frames": shared, "frames": rows}
 
 
+def _in_intro(clip: np.ndarray, intro: np.ndarray) -> bool:
+    """Whether the frames of `clip` are consecutive frames of `intro`."""
+    n = len(clip)
+    return any(
+        np.array_equal(intro[o : o + n], clip)
+        for o in range(len(intro) - n + 1)
+        if np.array_equal(intro[o], clip[0])
+    )
+
+
 def errors_on_repeats(
-    history: np.ndarray, truth: np.ndarray, predictions: dict[str, np.ndarray], steps: int
+    history: np.ndarray,
+    truth: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    steps: int,
+    intro: np.ndarray | None = None,
 ) -> dict[str, object]:
     """On the clips whose true frame at step `steps` equals their last input frame (copying is
-    exact there): per model and step 1..`steps`, the median over those clips of the wrong
-    pixels and of those among them that one of the HISTORY true frames before had right, and
+    exact there), each distinct clip once (identical clips give identical rollouts): per
+    model and step 1..`steps`, the median over those clips of the wrong pixels and of those
+    among them whose true value one of the HISTORY true frames before had; their totals; and
     the number of exact frames. `history` (N, HISTORY, H, W, C), `truth` and each prediction
-    (N, >= steps, H, W, C)."""
+    (N, >= steps, H, W, C); `intro` (T, H, W, C): the frames every episode starts with, to
+    tell which clips lie inside it.
+
+    Returns "clips" (indices of the chosen clips), "distinct" (the first index of each
+    distinct one), "copies" (how many chosen clips equal it), "in_intro" and "models"."""
     last = history[:, -1]
     chosen = np.flatnonzero((truth[:, steps - 1] == last).all(axis=(1, 2, 3)))
     frames = np.concatenate([history[chosen], truth[chosen, :steps]], axis=1)
-    out: dict[str, object] = {"clips": chosen.tolist(), "models": {}}
+    keep: list[int] = []  # positions in `chosen` of the first of each group of equal clips
+    copies: list[int] = []
+    for i in range(len(chosen)):
+        same = next((g for g, j in enumerate(keep) if np.array_equal(frames[j], frames[i])), None)
+        if same is None:
+            keep.append(i)
+            copies.append(1)
+        else:
+            copies[same] += 1
+    frames = frames[keep]
+    distinct = chosen[keep]
+    out: dict[str, object] = {
+        "clips": chosen.tolist(),
+        "distinct": distinct.tolist(),
+        "copies": copies,
+        "in_intro": [bool(intro is not None and _in_intro(f, intro)) for f in frames],
+    }
     copying = np.repeat(last[:, None], steps, axis=1)
+    models: dict[str, list[dict[str, float]]] = {}
     for label, pred in {"copy last frame": copying, **predictions}.items():
         rows = []
         for k in range(steps):
             target = frames[:, HISTORY + k]
             before = frames[:, k : HISTORY + k]  # the true frames a pick could copy
-            wrong = (pred[chosen, k] != target).any(-1)
+            wrong = (pred[distinct, k] != target).any(-1)
             pickable = wrong & (before == target[:, None]).all(-1).any(1)
+            n_wrong, n_pickable = wrong.sum(axis=(1, 2)), pickable.sum(axis=(1, 2))
             rows.append(
                 {
                     "step": k + 1,
-                    "wrong": float(np.median(wrong.sum(axis=(1, 2)))) if len(chosen) else 0.0,
-                    "in_history": float(np.median(pickable.sum(axis=(1, 2))))
-                    if len(chosen)
-                    else 0.0,
-                    "exact": int((~wrong).all(axis=(1, 2)).sum()),
+                    "wrong": float(np.median(n_wrong)) if len(distinct) else 0.0,
+                    "in_history": float(np.median(n_pickable)) if len(distinct) else 0.0,
+                    "wrong_total": int(n_wrong.sum()),
+                    "in_history_total": int(n_pickable.sum()),
+                    "exact": int((n_wrong == 0).sum()),
                 }
             )
-        out["models"][label] = rows  # type: ignore[index]
+        models[label] = rows
+    out["models"] = models
     return out
 
 
 def model_rollouts(
     models: dict[str, Path], steps: int, seed: int = 1000
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The full quality benchmark's clips whose frame at step `steps` equals their last input
-    (history, truth to `steps`) and each model's `steps`-step rollout of them (uint8)."""
-    from avg_rt.benchmark.quality import FULL, clips, held_out_videos
-    from avg_rt.data.clips import frames_to_model, model_to_frames
-    from avg_rt.predict import rollout
-    from avg_rt.runners import open_runner
+    """The full quality benchmark's clips (history, truth) and each model's `steps`-step
+    rollout of all of them, run as the benchmark runs it (`benchmark.quality.rollouts`)."""
+    from avg_rt.benchmark.quality import FULL, clips, held_out_videos, rollouts
 
     videos = held_out_videos(FULL["episodes"], FULL["episode_frames"], seed)
     history, truth = clips(videos, FULL["steps"], FULL["stride"], FULL["max_clips"])
-    # Only the clips errors_on_repeats counts: a model rolls out a fifth of the benchmark.
-    chosen = (truth[:, steps - 1] == history[:, -1]).all(axis=(1, 2, 3))
-    history, truth = history[chosen], truth[chosen, :steps]
-    predictions = {}
-    for label, path in models.items():
-        with open_runner(path, device="cpu") as runner:
-            predictions[label] = np.concatenate(
-                [
-                    model_to_frames(
-                        rollout(runner, frames_to_model(history[i : i + 16], runner.device), steps)
-                    )
-                    for i in range(0, len(history), 16)
-                ]
-            )
+    predictions = {
+        label: rollouts(path, history, steps, "cpu", 16) for label, path in models.items()
+    }
     return history, truth, predictions
 
 
 def repeats_table(result: dict[str, object], steps: int) -> list[str]:
     models = result["models"]
-    assert isinstance(models, dict) and isinstance(result["clips"], list)
-    n = len(result["clips"])
+    copies, in_intro = result["copies"], result["in_intro"]
+    assert isinstance(models, dict) and isinstance(copies, list) and isinstance(in_intro, list)
+    outside = sum(c for c, i in zip(copies, in_intro, strict=True) if not i)
     lines = [
-        f"On the {n} clips of the full quality benchmark where copying the last frame is exact "
-        f"at step {steps}: per step, the wrong pixels of each model's rollout (median over the "
-        f"clips; in brackets, how many of them one of the {HISTORY} true frames before had "
-        "right); copying's are the pixels that change from the last input. Last row: clips "
-        "whose frame is exact.",
+        f"On the {sum(copies)} clips of the full quality benchmark where copying the last frame "
+        f"is exact at step {steps} ({len(copies)} distinct, counted once each; inside the "
+        f"frames every episode starts with: {sum(copies) - outside}, elsewhere: {outside}): "
+        "per step, the wrong pixels of each model's rollout (median over "
+        f"the distinct clips; in brackets, how many of them had their true value in one of the "
+        f"{HISTORY} true frames before), and where any, how many distinct clips are exact. "
+        "Copying's wrong pixels are those that change from the last input.",
         "",
         "| step | " + " | ".join(models) + " |",
         "|---|" + "---|" * len(models),
     ]
     for k in range(steps):
-        cells = [f"{rows[k]['wrong']:g} ({rows[k]['in_history']:g})" for rows in models.values()]
+        cells = [
+            f"{r['wrong']:g} ({r['in_history']:g})"
+            + (f", {r['exact']} exact" if r["exact"] else "")
+            for r in (rows[k] for rows in models.values())
+        ]
         lines.append(f"| {k + 1} | " + " | ".join(cells) + " |")
-    exact = [f"{sum(r['exact'] > 0 for r in rows)} steps" for rows in models.values()]
-    lines.append("| exact frame at | " + " | ".join(exact) + " |")
+    share = []
+    for rows in models.values():
+        wrong = sum(r["wrong_total"] for r in rows)
+        share.append(f"{sum(r['in_history_total'] for r in rows) / max(1, wrong):.0%}")
+    lines.append("| all steps: wrong pixels a history frame had | " + " | ".join(share) + " |")
     return lines
 
 
@@ -191,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     payload: dict[str, object] = {"environment": environment(), **stats}
     if args.model:
         models = dict(_label_path(spec) for spec in args.model)
-        result = errors_on_repeats(*model_rollouts(models, args.steps), args.steps)
+        intro = videos[0].frames[: int(stats["shared_frames"])]  # type: ignore[call-overload]
+        result = errors_on_repeats(*model_rollouts(models, args.steps), args.steps, intro)
         payload["repeats"] = result
         lines = [*lines[:5], "", *repeats_table(result, args.steps), "", *lines[5:]]
     save(args.name, payload, "\n".join(lines), args.out)

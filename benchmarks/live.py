@@ -261,6 +261,7 @@ def compare(
     live, rec = (f"{arm}-{tag}-s" if tag else f"{arm}-s" for arm in arms)
     report = merged_reports(report_paths)
     report_path = report_paths[0]
+    first = ARM_TEXT.get(arms[0], arms[0])
     res = report["results"]
     seeds = sorted(
         int(m.group(1))
@@ -279,7 +280,7 @@ def compare(
             step: mean_ci95([rows[f"seed {n}"][step]["mean"] for n in seeds], t) for step in steps
         }
     lines = [
-        f"{ARM_TEXT.get(arms[0], arms[0]).capitalize()} minus "
+        f"{first[:1].upper()}{first[1:]} minus "
         f"{ARM_TEXT.get(arms[1], arms[1])}: all-pixel PSNR after the same steps, same seed, "
         f"on the same {report['clips']} held-out clips "
         f"({', '.join(f'`{p.name}`' for p in report_paths)}): mean of the per-clip "
@@ -301,7 +302,7 @@ def compare(
     save(result, payload, "\n".join(lines), out)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("memory", "sampler", "compare"))
     p.add_argument("report", nargs="*", type=Path, help="quality reports' JSON (compare)")
@@ -320,7 +321,7 @@ def main() -> None:
         metavar=("A", "B"),
         help="compare A-sN minus B-sN (default: live recorded)",
     )
-    args = p.parse_args()
+    args = p.parse_intermixed_args(argv)  # options before or after the reports
     if args.what == "memory":
         memory(args.frames, args.out)
     elif args.what == "compare":

@@ -323,33 +323,48 @@ def test_intro_stats_on_a_constructed_intro(tmp_path):
 
 
 def test_intro_errors_on_the_clips_copying_gets_exact():
-    """`benchmarks/intro.py --model`: only clips whose frame at the step equals the last input
-    are counted; a model's wrong pixels, those whose true value a history frame had, and exact
-    frames."""
+    """`benchmarks/intro.py --model`: only clips whose frame at the step equals the last input,
+    each distinct one once; medians of a model's wrong pixels and of those whose true value a
+    history frame had, exact frames, and which clips lie inside the shared intro."""
     import runpy
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "intro.py"
     module = runpy.run_path(str(script))
     rng = np.random.default_rng(0)
-    a, b, c = rng.integers(0, 256, (3, 6, 6, 3), np.uint8)  # differ at every pixel
-    assert ((a != b).any(-1) & (b != c).any(-1) & (a != c).any(-1)).all()
-    # Clip 1: c, new, then b again (copying exact at step 2); clip 0 ends on c: left out.
-    history = np.stack([[a, b, a, b], [a, b, a, b]])
-    truth = np.stack([[a, c], [c, b]])
+    a, b, c, d = rng.integers(0, 256, (4, 6, 6, 3), np.uint8)
+    for x, y in ((a, b), (a, c), (a, d), (b, c), (b, d), (c, d)):
+        assert (x != y).any(-1).all()  # differ at every pixel
+    intro = np.stack([a, b] * 4)
+    hist = [a, b, a, b]
+    history = np.stack([hist, hist, hist, hist, [d, d, d, b]])
+    # Chosen (step 2 equals the last input b): 0 (c is new), 2 (= clip 0), 3 (inside the
+    # intro), 4 (d, from its history). Clip 1 ends on c: left out.
+    truth = np.stack([[c, b], [a, c], [c, b], [a, b], [d, b]])
     good = truth.copy()
     bad = truth.copy()
-    bad[1, 0, 0, :2] = a[0, :2]  # 2 pixels of step 1 wrong, whose true value (c) is new
-    bad[1, 1, 5, 0] = c[5, 0]  # 1 pixel of step 2 wrong, whose true value (b) the history has
-    result = module["errors_on_repeats"](history, truth, {"good": good, "bad": bad}, steps=2)
-    assert result["clips"] == [1]
+    for clip in (0, 2):
+        bad[clip, 0, 0, :2] = a[0, :2]  # 2 wrong pixels whose true value (c) no frame had
+    bad[3, 0, 1, :4] = b[1, :4]  # 4 wrong, true value a in the history
+    bad[4, 0, 2:5, :3] = a[2:5, :3]  # 9 wrong, true value d in the history
+    result = module["errors_on_repeats"](history, truth, {"good": good, "bad": bad}, 2, intro)
+    assert result["clips"] == [0, 2, 3, 4]
+    assert result["distinct"] == [0, 3, 4] and result["copies"] == [2, 1, 1]
+    assert result["in_intro"] == [False, True, False]
     rows = result["models"]
+    # Over the distinct clips (2, 4, 9): median 4; counting clip 2 again would give 3.
+    assert [(r["wrong"], r["in_history"], r["exact"]) for r in rows["bad"]] == [
+        (4.0, 4.0, 0),
+        (0.0, 0.0, 3),
+    ]
+    assert (rows["bad"][0]["wrong_total"], rows["bad"][0]["in_history_total"]) == (15, 13)
     copying = [(r["wrong"], r["in_history"], r["exact"]) for r in rows["copy last frame"]]
-    assert copying == [(36.0, 0.0, 0), (0.0, 0.0, 1)]
-    assert [(r["wrong"], r["exact"]) for r in rows["good"]] == [(0.0, 1), (0.0, 1)]
-    assert [(r["wrong"], r["in_history"]) for r in rows["bad"]] == [(2.0, 0.0), (1.0, 1.0)]
+    assert copying == [(36.0, 36.0, 0), (0.0, 0.0, 3)]
+    assert rows["copy last frame"][0]["in_history_total"] == 72  # clip 0's c is new
     table = "\n".join(module["repeats_table"](result, 2))
-    assert "| 1 | 36 (0) | 0 (0) | 2 (0) |" in table
-    assert "| exact frame at | 1 steps | 2 steps | 0 steps |" in table
+    assert "On the 4 clips" in table and "(3 distinct" in table
+    assert "starts with: 1, elsewhere: 3" in table
+    assert "| 1 | 36 (36) | 0 (0), 3 exact | 4 (4) |" in table
+    assert "| all steps: wrong pixels a history frame had | 67% | 0% | 87% |" in table
 
 
 def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
@@ -397,6 +412,17 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     with pytest.raises(SystemExit, match="no pair of models labelled live-sN"):
         module["compare"]([path], tmp_path, steps=(1, 2))
+    # From the command line, options before or after the reports, with --tag; an arm that is
+    # not a known one is printed as given. A 16-step report: table steps 1, 2, 4, 8, 16.
+    base16 = rng.normal(30, 3, size=(5, 50))
+    per16 = {"rotB-clip-s0": base16 + 0.25, "recorded-clip-s0": base16}
+    res16 = {k: {"per_clip": {"psnr": v.tolist()}} for k, v in per16.items()}
+    path.write_text(json.dumps({"options": {"steps": 16}, "clips": 50, "results": res16}))
+    argv = ["compare", "--arms", "rotB", "recorded", "--tag", "clip", str(path)]
+    module["main"]([*argv, "--out", str(tmp_path)])
+    md = (tmp_path / "rotB-vs-recorded-clip.md").read_text()
+    assert md.startswith("RotB minus training on a recorded set")
+    assert "| seed 0 | +0.25 ± 0.00 | +0.25 ± 0.00 | - |" in md
     path.write_text(json.dumps(report))
     with pytest.raises(SystemExit, match=r"no per-clip scores at step\(s\) \[16\]"):
         module["compare"]([path], tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16

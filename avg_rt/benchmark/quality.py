@@ -158,6 +158,21 @@ def _aggregate(scores: dict[str, np.ndarray]) -> dict[str, dict[str, list[float]
     return agg
 
 
+def rollouts(path: Path, history: np.ndarray, steps: int, device: str, batch: int) -> np.ndarray:
+    """The `steps`-step rollouts (N, steps, H, W, 3) uint8 of the model at `path` from
+    `history` (N, 4, H, W, 3), `batch` clips at a time; RGB 8-bit models only."""
+    with open_runner(path, device=device) as runner:
+        if (fmt := frame_format(runner)) != RGB8:
+            raise RunnerError(
+                path, f"reads {fmt.describe()} frames; this benchmark scores RGB 8-bit models"
+            )
+        batches = []
+        for i in range(0, len(history), batch):
+            h = frames_to_model(history[i : i + batch], runner.device)
+            batches.append(model_to_frames(rollout(runner, h, steps)))
+    return np.concatenate(batches)
+
+
 def run(opts: QualityOptions) -> dict[str, Any]:
     """Score every model and the baseline; write JSON, Markdown, plots and a GIF."""
     if opts.data is not None:
@@ -175,16 +190,7 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     moving = (truth != last[:, None]).any(-1)
     predictions: dict[str, np.ndarray] = {}
     for label, path in opts.models.items():
-        with open_runner(path, device=opts.device) as runner:
-            if (fmt := frame_format(runner)) != RGB8:
-                raise RunnerError(
-                    path, f"reads {fmt.describe()} frames; this benchmark scores RGB 8-bit models"
-                )
-            batches = []
-            for i in range(0, len(history), opts.batch):
-                h = frames_to_model(history[i : i + opts.batch], runner.device)
-                batches.append(model_to_frames(rollout(runner, h, opts.steps)))
-        predictions[label] = np.concatenate(batches)
+        predictions[label] = rollouts(path, history, opts.steps, opts.device, opts.batch)
         moving |= (predictions[label] != last[:, None]).any(-1)
     predictions[BASELINE] = np.repeat(last[:, None], opts.steps, axis=1)
     for label, frames in predictions.items():
