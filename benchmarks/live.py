@@ -220,10 +220,21 @@ def sampler(seconds: float, steps: int, fps: float, out: Path, device: str = "cp
     print(table)
 
 
+def _same_path(a: str | None, b: str | None) -> bool:
+    """Whether two checkpoint paths as given name one file: one may be relative (to the
+    folder the benchmark ran in), the other absolute."""
+    if a is None or b is None:
+        return a == b
+    pa, pb = Path(a).parts, Path(b).parts
+    n = min(len(pa), len(pb))
+    return pa[len(pa) - n :] == pb[len(pb) - n :]
+
+
 def merged_reports(paths: list[Path]) -> dict[str, Any]:
     """One quality report holding the models of several made on the same clips (same options
     but the models and name, same videos); SystemExit naming the file that differs. A model
-    in several (same label and checkpoint, per-clip PSNR within 0.01 dB) is read once."""
+    in several (same label and checkpoint, per-clip PSNR within 0.01 dB) is read once; a
+    relative path and an absolute one ending in it name the same checkpoint."""
     reports = [json.loads(p.read_text()) for p in paths]
 
     def clips_of(r: dict[str, Any]) -> Any:
@@ -246,7 +257,8 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
                 mine, theirs = r["options"].get("models", {}), report["options"]["models"]
                 a = np.asarray(report["results"][label]["per_clip"]["psnr"])
                 b = np.asarray(res["per_clip"]["psnr"])
-                if mine.get(label) != theirs.get(label) or not np.allclose(a, b, atol=0.01):
+                same = _same_path(mine.get(label), theirs.get(label))
+                if not same or not np.allclose(a, b, atol=0.01):
                     raise SystemExit(
                         f"{path}: model {label!r} is in an earlier report too, "
                         "with another checkpoint or other scores"

@@ -442,17 +442,17 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     # The same model in two reports (a reference scored with each of its pairs) reads once;
     # under the same label, another checkpoint or other scores are refused.
     second["results"]["recorded-s0"] = results["recorded-s0"]
-    first["options"]["models"] = {"recorded-s0": "r0.pt"}
-    second["options"]["models"] = {"recorded-s0": "r0.pt"}
+    first["options"]["models"] = {"recorded-s0": "runs/r0.pt"}
+    second["options"]["models"] = {"recorded-s0": "/work/runs/r0.pt"}  # absolute, the same
     a.write_text(json.dumps(first))
     b.write_text(json.dumps(second))
     module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
     assert "| over 2 seeds | +0.50 ± 5.72 |" in (tmp_path / "merged.md").read_text()
-    second["options"]["models"] = {"recorded-s0": "other.pt"}
+    second["options"]["models"] = {"recorded-s0": "/work/other/r0.pt"}
     b.write_text(json.dumps(second))
     with pytest.raises(SystemExit, match="'recorded-s0' is in an earlier report too"):
         module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
-    second["options"]["models"] = {"recorded-s0": "r0.pt"}
+    second["options"]["models"] = {"recorded-s0": "runs/r0.pt"}
     shifted = (np.asarray(per["recorded-s0"]) + 0.05).tolist()
     second["results"]["recorded-s0"] = {"per_clip": {"psnr": shifted}}
     b.write_text(json.dumps(second))
