@@ -2,7 +2,7 @@
 
     python benchmarks/intro.py --data data/mspacman60/Train   # seconds
     python benchmarks/intro.py --data data/mspacman60/Train \
-        --model adversarial=models/small/checkpoint.pt   # + a minute per model
+        --model adversarial=models/small/checkpoint.pt   # + minutes per model
 
 Reads the first `--frames` frames of every episode and reports: how many frames every episode
 shares exactly (the intro); within it, the shortest period after which a frame repeats
@@ -13,10 +13,11 @@ fall below copying the last frame on clips of this intro (README, "Prediction qu
 
 With `--model LABEL=PATH` (repeatable): on the clips of the full quality benchmark (`avg-rt
 bench quality --full`: the same held-out episodes and clips) where copying the last frame is
-exact at step 16, which are intro clips, each model's rollout against the truth per step:
-the pixels it gets wrong (median over those clips), how many of them one of the 4 true frames
-before had right (a pick among the history would be), and in how many clips the whole frame
-is exact. Copying's row is the pixels that change from the last input. What a model must get
+exact at step 16 (waits before play: in the intro, or after a lost life), each distinct clip
+once, each model's rollout against the truth per step: the pixels it gets wrong (median over
+the clips), how many of them had their true value in one of the 4 true frames before (a pick
+among the history would be right), and how many clips are exact; which clips lie inside the
+intro. Copying's row is the pixels that change from the last input. What a model must get
 right for the benchmark's steps 16, 32 and 48.
 """
 
