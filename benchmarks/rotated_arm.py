@@ -9,7 +9,8 @@ reads, as the live store rotates while the emulator loops over the same episodes
 distribution is the same as the reference's; only the realised sequence of clips differs,
 and nothing live runs. With `--shift 0` (no rotation) and the reference's thread count
 (`OMP_NUM_THREADS=1` for the README's runs; another count changes float sums) it repeats the
-reference run exactly: checked at iteration 50 against `runs/rec-leak-s0`.
+reference run exactly: checked at iteration 50 against `runs/rec-leak-s0`. `--shift 0
+--reverse`: another fixed order, the control for whether a fixed order itself matters.
 Score it beside the reference and the live run with `avg-rt bench quality --full --steps 16`
 and compare with `python benchmarks/live.py compare ... --arms rotated recorded` (README,
 "Live and recorded").
@@ -47,10 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, required=True, help="the recorded episodes")
     p.add_argument("--out", type=Path, required=True, help="new run folder")
     p.add_argument("--shift", type=int, default=50, help="list reads per rotation (0: none)")
+    p.add_argument(
+        "--reverse", action="store_true", help="the list in reverse order (another fixed order)"
+    )
     args = p.parse_args(argv)
     cfg = train_config_from_dict(json.loads((args.reference / "config.json").read_text()))
     with open_training_data(args.data, cfg) as d:
-        rotating = Rotating(d.train, args.shift)
+        rotating = Rotating(d.train[::-1] if args.reverse else d.train, args.shift)
         train(cfg, rotating, args.out, d.test, progress=False)  # type: ignore[arg-type]
     print(f"{args.out}: {rotating.calls} list reads, seed {cfg.seed}")
 
