@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = train_config_from_dict(json.loads((args.reference / "config.json").read_text()))
     with open_training_data(args.data, cfg) as d:
         rotating = Rotating(d.train[::-1] if args.reverse else d.train, args.shift)
-        train(cfg, rotating, args.out, d.test, progress=False)  # type: ignore[arg-type]
+        train(cfg, rotating, args.out, d.test, progress=False)
     print(f"{args.out}: {rotating.calls} list reads, seed {cfg.seed}")
 
 

@@ -123,7 +123,7 @@ def held_out_d_accuracy(
 
 def train(
     cfg: TrainConfig,
-    videos: Sequence[Video] | LiveFeed,
+    videos: Sequence[Video] | Callable[[], Sequence[Video]] | LiveFeed,
     run_dir: str | Path,
     test_videos: Sequence[Video] = (),
     resume: bool = False,
@@ -133,8 +133,9 @@ def train(
 ) -> Path:
     """Train on clips sampled from `videos`; returns the path of the final checkpoint.
 
-    `videos` may be a started `LiveFeed` (`avg_rt.data.live`): training waits until its store
-    can feed it, samples from the store's current segments and tests on its held-out ones, and
+    `videos` may be a callable returning the current sequence (`ClipSampler` reads it for each
+    candidate clip), or a started `LiveFeed` (`avg_rt.data.live`): training waits until its
+    store can feed it, samples from the store's current segments and tests on its held-out ones, and
     logs frames received, store fill and the sampler's rate. A stream that fails stops
     training after a final checkpoint, with a DataError naming the stream.
 
