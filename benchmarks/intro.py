@@ -19,11 +19,28 @@ the clips), how many of them had their true value in one of the 4 true frames be
 among the history would be right), and how many clips are exact; which clips lie inside the
 intro. Copying's row is the pixels that change from the last input. What a model must get
 right for the benchmark's steps 16, 32 and 48.
+
+With `--successors`: whether a 4-frame predictor can get those clips exact at all, from what
+`--data` (the training episodes, read whole) shows. Every window of 4 consecutive training
+frames, and which frames followed it how often; for each distinct clip, the steps whose true
+window training saw, those where the true next frame is the only one that ever followed it,
+and those where it is the one that followed most often. A predictor that answers the most
+frequent successor stays on the true frames, so where that holds at every step it is exact
+at every step. With `--quality REPORT` too (a full quality report, e.g.
+`benchmarks/results/quality-full.json`): each of its models' mean all-pixel PSNR at step
+`--steps` as measured and with those clips exact.
+
+    python benchmarks/intro.py --data data/mspacman60/Train --successors \
+        --quality benchmarks/results/quality-full.json --name intro-successors   # minutes
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +88,122 @@ def _in_intro(clip: np.ndarray, intro: np.ndarray) -> bool:
     )
 
 
+def repeat_clips(
+    history: np.ndarray, truth: np.ndarray, steps: int, intro: np.ndarray | None = None
+) -> tuple[dict[str, object], np.ndarray]:
+    """The clips whose true frame at step `steps` equals their last input frame, each distinct
+    clip once: ({"clips": their indices, "distinct": the first index of each distinct one,
+    "copies": how many clips equal it, "group": each clip's position in "distinct",
+    "in_intro": whether it lies inside `intro`}, the
+    distinct clips' frames (n, HISTORY + steps, H, W, C), history then truth)."""
+    chosen = np.flatnonzero((truth[:, steps - 1] == history[:, -1]).all(axis=(1, 2, 3)))
+    frames = np.concatenate([history[chosen], truth[chosen, :steps]], axis=1)
+    keep: list[int] = []  # positions in `chosen` of the first of each group of equal clips
+    copies: list[int] = []
+    group: list[int] = []  # each chosen clip's group
+    for i in range(len(chosen)):
+        same = next((g for g, j in enumerate(keep) if np.array_equal(frames[j], frames[i])), None)
+        if same is None:
+            keep.append(i)
+            copies.append(1)
+        else:
+            copies[same] += 1
+        group.append(len(keep) - 1 if same is None else same)
+    frames = frames[keep]
+    info: dict[str, object] = {
+        "clips": chosen.tolist(),
+        "distinct": chosen[keep].tolist(),
+        "copies": copies,
+        "group": group,
+        "in_intro": [bool(intro is not None and _in_intro(f, intro)) for f in frames],
+    }
+    return info, frames
+
+
+def _digest(frame: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
+
+
+def successors(episodes: Iterable[np.ndarray]) -> dict[tuple[bytes, ...], Counter[bytes]]:
+    """Every window of HISTORY consecutive frames in `episodes` (each (T, H, W, C)) -> how
+    often each frame (by digest) followed it."""
+    table: defaultdict[tuple[bytes, ...], Counter[bytes]] = defaultdict(Counter)
+    for frames in episodes:
+        d = [_digest(f) for f in frames]
+        for t in range(HISTORY, len(d)):
+            table[tuple(d[t - HISTORY : t])][d[t]] += 1
+    return dict(table)
+
+
+def determined(frames: np.ndarray, table: dict[tuple[bytes, ...], Counter[bytes]]) -> list[dict]:
+    """For each clip of `frames` (n, HISTORY + steps, H, W, C), over its steps: how many true
+    windows `table` (from `successors`) holds ("seen"), how many have the true next frame as
+    their only successor ("only") and as their most frequent one, strictly ("most"), and
+    "exact": whether the most frequent successor is the true frame at every step (a predictor
+    answering it would be exact at every step)."""
+    rows = []
+    for clip in frames:
+        d = [_digest(f) for f in clip]
+        seen = only = most = 0
+        for t in range(HISTORY, len(d)):
+            counts = table.get(tuple(d[t - HISTORY : t]))
+            if counts is None:
+                continue
+            seen += 1
+            only += set(counts) == {d[t]}
+            top = counts.most_common(2)
+            most += top[0][0] == d[t] and (len(top) == 1 or top[1][1] < top[0][1])
+        steps = len(d) - HISTORY
+        rows.append({"seen": seen, "only": only, "most": most, "exact": most == steps})
+    return rows
+
+
+def successors_table(info: dict[str, object], rows: list[dict], steps: int) -> list[str]:
+    copies, in_intro = info["copies"], info["in_intro"]
+    assert isinstance(copies, list) and isinstance(in_intro, list)
+    exact = sum(c for c, r in zip(copies, rows, strict=True) if r["exact"])
+    return [
+        f"Can a {HISTORY}-frame predictor get the {sum(copies)} clips of the full quality "
+        f"benchmark where copying the last frame is exact at step {steps} ({len(copies)} "
+        f"distinct) exact too? Per distinct clip, over its {steps} steps: the true "
+        f"{HISTORY}-frame windows the training episodes hold, those "
+        "whose only successor there is the true next frame, and those where it is the most "
+        "frequent one. Where it is the most frequent at every step, a predictor answering the "
+        f"most frequent successor is exact at every step: {exact} of the {sum(copies)} clips.",
+        "",
+        "| clip | copies | in the intro | windows seen | true next the only one | "
+        "true next the most frequent |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {i} | {c} | {'yes' if intro else 'no'} | {r['seen']} | {r['only']} | {r['most']} |"
+            for i, c, intro, r in zip(info["distinct"], copies, in_intro, rows, strict=True)  # type: ignore[call-overload]
+        ),
+    ]
+
+
+def if_exact(report: dict, clips: list[int], step: int) -> list[str]:
+    """From a quality report (`avg-rt bench quality --full`, with per-clip PSNR at `step`), each
+    row's mean all-pixel PSNR at `step` as measured and with `clips` exact (scored at the
+    report's cap, as identical frames are)."""
+    from avg_rt.benchmark.quality import table_steps
+
+    at = table_steps(report["options"]["steps"]).index(step)
+    lines = [
+        f"With those {len(clips)} clips exact, what the mean all-pixel PSNR at step {step} of "
+        f"each model of `{report['environment']['command']}` would be (exact frames scored "
+        f"{report['db_cap']:g} dB, as the benchmark scores them):",
+        "",
+        "| model | measured | with them exact |",
+        "|---|---|---|",
+    ]
+    for label, res in report["results"].items():
+        psnr = np.asarray(res["per_clip"]["psnr"][at], dtype=float)
+        exact = psnr.copy()
+        exact[clips] = report["db_cap"]
+        lines.append(f"| {label} | {psnr.mean():.2f} | {exact.mean():.2f} |")
+    return lines
+
+
 def errors_on_repeats(
     history: np.ndarray,
     truth: np.ndarray,
@@ -89,25 +222,8 @@ def errors_on_repeats(
     Returns "clips" (indices of the chosen clips), "distinct" (the first index of each
     distinct one), "copies" (how many chosen clips equal it), "in_intro" and "models"."""
     last = history[:, -1]
-    chosen = np.flatnonzero((truth[:, steps - 1] == last).all(axis=(1, 2, 3)))
-    frames = np.concatenate([history[chosen], truth[chosen, :steps]], axis=1)
-    keep: list[int] = []  # positions in `chosen` of the first of each group of equal clips
-    copies: list[int] = []
-    for i in range(len(chosen)):
-        same = next((g for g, j in enumerate(keep) if np.array_equal(frames[j], frames[i])), None)
-        if same is None:
-            keep.append(i)
-            copies.append(1)
-        else:
-            copies[same] += 1
-    frames = frames[keep]
-    distinct = chosen[keep]
-    out: dict[str, object] = {
-        "clips": chosen.tolist(),
-        "distinct": distinct.tolist(),
-        "copies": copies,
-        "in_intro": [bool(intro is not None and _in_intro(f, intro)) for f in frames],
-    }
+    out, frames = repeat_clips(history, truth, steps, intro)
+    distinct = np.asarray(out["distinct"], dtype=int)
     copying = np.repeat(last[:, None], steps, axis=1)
     models: dict[str, list[dict[str, float]]] = {}
     for label, pred in {"copy last frame": copying, **predictions}.items():
@@ -133,15 +249,22 @@ def errors_on_repeats(
     return out
 
 
+def benchmark_clips(seed: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """The full quality benchmark's clips: (history, truth)."""
+    from avg_rt.benchmark.quality import FULL, clips, held_out_videos
+
+    videos = held_out_videos(FULL["episodes"], FULL["episode_frames"], seed)
+    return clips(videos, FULL["steps"], FULL["stride"], FULL["max_clips"])
+
+
 def model_rollouts(
     models: dict[str, Path], steps: int, seed: int = 1000
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The full quality benchmark's clips (history, truth) and each model's `steps`-step
     rollout of all of them, run as the benchmark runs it (`benchmark.quality.rollouts`)."""
-    from avg_rt.benchmark.quality import FULL, clips, held_out_videos, rollouts
+    from avg_rt.benchmark.quality import rollouts
 
-    videos = held_out_videos(FULL["episodes"], FULL["episode_frames"], seed)
-    history, truth = clips(videos, FULL["steps"], FULL["stride"], FULL["max_clips"])
+    history, truth = benchmark_clips(seed)
     predictions = {
         label: rollouts(path, history, steps, "cpu", 16) for label, path in models.items()
     }
@@ -191,7 +314,17 @@ def main(argv: list[str] | None = None) -> None:
         metavar="LABEL=PATH",
         help="also count a model's errors on the benchmark's intro clips (repeatable)",
     )
-    p.add_argument("--steps", type=int, default=16, help="rollout steps (--model)")
+    p.add_argument(
+        "--successors",
+        action="store_true",
+        help="also say whether the training episodes determine those clips' frames",
+    )
+    p.add_argument(
+        "--quality",
+        type=Path,
+        help="with --successors: a full quality report, to score the determined clips exact",
+    )
+    p.add_argument("--steps", type=int, default=16, help="rollout steps (--model, --successors)")
     p.add_argument("--name", default="intro")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -224,12 +357,27 @@ def main(argv: list[str] | None = None) -> None:
         *(f"| {r['frame']} | {r['changed']} | {r['new']} | {r['period'] or '-'} |" for r in rows),
     ]
     payload: dict[str, object] = {"environment": environment(), **stats}
+    intro = videos[0].frames[: int(stats["shared_frames"])]  # type: ignore[call-overload]
+    head, tail = lines[:4], lines[4:]  # each section below starts with a blank line
     if args.model:
         models = dict(_label_path(spec) for spec in args.model)
-        intro = videos[0].frames[: int(stats["shared_frames"])]  # type: ignore[call-overload]
         result = errors_on_repeats(*model_rollouts(models, args.steps), args.steps, intro)
         payload["repeats"] = result
-        lines = [*lines[:5], "", *repeats_table(result, args.steps), "", *lines[5:]]
+        head += ["", *repeats_table(result, args.steps)]
+    if args.successors:
+        history, truth = benchmark_clips()
+        info, frames = repeat_clips(history, truth, args.steps, intro)
+        table = successors(np.asarray(v.frames) for v in videos)
+        rows = determined(frames, table)
+        payload["successors"] = {**info, "clips_determined": rows}
+        head += ["", *successors_table(info, rows, args.steps)]
+        if args.quality:
+            group, chosen = info["group"], info["clips"]
+            assert isinstance(group, list) and isinstance(chosen, list)
+            exact = [c for c, g in zip(chosen, group, strict=True) if rows[g]["exact"]]
+            report = json.loads(args.quality.read_text())
+            head += ["", *if_exact(report, exact, args.steps)]
+    lines = [*head, *tail]
     save(args.name, payload, "\n".join(lines), args.out)
     print("\n".join(lines[:5]))
 

@@ -367,6 +367,53 @@ def test_intro_errors_on_the_clips_copying_gets_exact():
     assert "| all steps: wrong pixels a history frame had | 67% | 0% | 87% |" in table
 
 
+def test_intro_successors_say_whether_training_determines_a_clip():
+    """`benchmarks/intro.py --successors`: a clip counts as determined only where, at every
+    step, its true next frame followed its true window in training more often than any other;
+    unseen windows and ties do not count."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "intro.py"
+    module = runpy.run_path(str(script))
+    rng = np.random.default_rng(0)
+    a, b, c, d, e, x = rng.integers(0, 256, (6, 4, 4, 3), np.uint8)
+    cycle = [a, b, c, d, e] * 3
+    # (b, c, d, e) is followed by a 3 times and by x once; (c, d, e, x) by a and b once each.
+    episodes = [
+        np.stack(cycle),
+        np.stack(cycle[:9]),
+        np.stack([b, c, d, e, x, a]),
+        np.stack([c, d, e, x, b]),
+    ]
+    table = module["successors"](episodes)
+    key = tuple(module["_digest"](f) for f in (b, c, d, e))
+    assert sorted(table[key].values()) == [1, 3]
+    clips = np.stack(
+        [
+            [a, b, c, d, e, a, b],  # abcd -> e, bcde -> a (most often), cdea -> b
+            [b, c, d, e, x, a, b],  # bcde -> x: the rarer one; cdex -> a: a tie; dexa: unseen
+            [x, x, x, x, x, x, x],  # never seen
+        ]
+    )
+    rows = module["determined"](clips, table)
+    assert rows[0] == {"seen": 3, "only": 2, "most": 3, "exact": True}
+    assert rows[1] == {"seen": 2, "only": 0, "most": 0, "exact": False}
+    assert rows[2] == {"seen": 0, "only": 0, "most": 0, "exact": False}
+    info = {"distinct": [0, 5, 9], "copies": [2, 1, 1], "in_intro": [True, False, False]}
+    text = "\n".join(module["successors_table"](info, rows, 3))
+    assert "where copying the last frame is exact at step 3 (3 distinct)" in text
+    assert "exact at every step: 2 of the 4 clips" in text
+    assert "| 0 | 2 | yes | 3 | 2 | 3 |" in text
+    # Scored exact: those clips at the report's cap, the others as measured.
+    report = {
+        "options": {"steps": 16},  # table steps 1, 2, 4, 8, 16
+        "environment": {"command": "bench"},
+        "db_cap": 100.0,
+        "results": {"m": {"per_clip": {"psnr": [[0.0] * 4] * 4 + [[30.0, 40.0, 30.0, 20.0]]}}},
+    }
+    assert "| m | 30.00 | 65.00 |" in module["if_exact"](report, [0, 2], 16)
+
+
 def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     """`benchmarks/live.py compare`: live-sN minus recorded-sN on the same clips, per seed and
     pooled; 'within 0.3 dB' only where the whole interval is."""
