@@ -26,12 +26,17 @@ frames, and which frames followed it how often; for each distinct clip, the step
 window training saw, those where the true next frame is the only one that ever followed it,
 and those where it is the one that followed most often. A predictor that answers the most
 frequent successor stays on the true frames, so where that holds at every step it is exact
-at every step. With `--quality REPORT` too (a full quality report, e.g.
-`benchmarks/results/quality-full.json`): each of its models' mean all-pixel PSNR at step
-`--steps` as measured and with those clips exact.
+at every step. `--tile N` counts on N x N squares at their position instead of whole
+frames: what a predictor that sees only around a pixel can learn (a square is exact where its
+true next content is the most frequent, and a frame where all its squares are). With
+`--quality REPORT` too (a full quality report, e.g. `benchmarks/results/quality-full.json`):
+each of its models' mean all-pixel PSNR at step `--steps` as measured and with those clips
+exact.
 
     python benchmarks/intro.py --data data/mspacman60/Train --successors \
         --quality benchmarks/results/quality-full.json --name intro-successors   # minutes
+    python benchmarks/intro.py --data data/mspacman60/Train --successors --tile 16 \
+        --quality benchmarks/results/quality-full.json --name intro-successors-16
 """
 
 from __future__ import annotations
@@ -124,58 +129,80 @@ def _digest(frame: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
 
 
-def successors(episodes: Iterable[np.ndarray]) -> dict[tuple[bytes, ...], Counter[bytes]]:
-    """Every window of HISTORY consecutive frames in `episodes` (each (T, H, W, C)) -> how
-    often each frame (by digest) followed it."""
-    table: defaultdict[tuple[bytes, ...], Counter[bytes]] = defaultdict(Counter)
+Table = dict[tuple[object, ...], Counter[bytes]]
+
+
+def _streams(frames: np.ndarray, tile: int) -> list[tuple[tuple[int, ...], list[bytes]]]:
+    """(position, digests per frame) of the whole frames of `frames` (T, H, W, C) (`tile` 0:
+    one stream at ()) or of each `tile` x `tile` square at (y, x) (the last ones smaller)."""
+    if not tile:
+        return [((), [_digest(f) for f in frames])]
+    h, w = frames.shape[1:3]
+    return [
+        ((y, x), [_digest(f) for f in frames[:, y : y + tile, x : x + tile]])
+        for y in range(0, h, tile)
+        for x in range(0, w, tile)
+    ]
+
+
+def successors(episodes: Iterable[np.ndarray], tile: int = 0) -> Table:
+    """Every window of HISTORY consecutive frames in `episodes` (each (T, H, W, C)), or of a
+    `tile` x `tile` square of them at one position -> how often each frame (square) followed
+    it, by digest."""
+    table: defaultdict[tuple[object, ...], Counter[bytes]] = defaultdict(Counter)
     for frames in episodes:
-        d = [_digest(f) for f in frames]
-        for t in range(HISTORY, len(d)):
-            table[tuple(d[t - HISTORY : t])][d[t]] += 1
+        for where, d in _streams(np.asarray(frames), tile):
+            for t in range(HISTORY, len(d)):
+                table[(*where, *d[t - HISTORY : t])][d[t]] += 1
     return dict(table)
 
 
-def determined(frames: np.ndarray, table: dict[tuple[bytes, ...], Counter[bytes]]) -> list[dict]:
-    """For each clip of `frames` (n, HISTORY + steps, H, W, C), over its steps: how many true
-    windows `table` (from `successors`) holds ("seen"), how many have the true next frame as
-    their only successor ("only") and as their most frequent one, strictly ("most"), and
-    "exact": whether the most frequent successor is the true frame at every step (a predictor
-    answering it would be exact at every step)."""
+def determined(frames: np.ndarray, table: Table, tile: int = 0) -> list[dict]:
+    """For each clip of `frames` (n, HISTORY + steps, H, W, C), over its steps (times its
+    squares, with `tile` as given to `successors`; "steps"): how many true windows `table`
+    holds ("seen"), how many have the true next frame as their only successor ("only") and as
+    their most frequent one, strictly ("most"), and "exact": whether that holds at every
+    step (a predictor answering the most frequent successor would be exact at every step)."""
     rows = []
     for clip in frames:
-        d = [_digest(f) for f in clip]
-        seen = only = most = 0
-        for t in range(HISTORY, len(d)):
-            counts = table.get(tuple(d[t - HISTORY : t]))
-            if counts is None:
-                continue
-            seen += 1
-            only += set(counts) == {d[t]}
-            top = counts.most_common(2)
-            most += top[0][0] == d[t] and (len(top) == 1 or top[1][1] < top[0][1])
-        steps = len(d) - HISTORY
-        rows.append({"seen": seen, "only": only, "most": most, "exact": most == steps})
+        steps = seen = only = most = 0
+        for where, d in _streams(clip, tile):
+            for t in range(HISTORY, len(d)):
+                steps += 1
+                counts = table.get((*where, *d[t - HISTORY : t]))
+                if counts is None:
+                    continue
+                seen += 1
+                only += set(counts) == {d[t]}
+                top = counts.most_common(2)
+                most += top[0][0] == d[t] and (len(top) == 1 or top[1][1] < top[0][1])
+        rows.append(
+            {"steps": steps, "seen": seen, "only": only, "most": most, "exact": most == steps}
+        )
     return rows
 
 
-def successors_table(info: dict[str, object], rows: list[dict], steps: int) -> list[str]:
+def successors_table(info: dict[str, object], rows: list[dict], steps: int, tile: int) -> list[str]:
     copies, in_intro = info["copies"], info["in_intro"]
     assert isinstance(copies, list) and isinstance(in_intro, list)
     exact = sum(c for c, r in zip(copies, rows, strict=True) if r["exact"])
+    unit = f"{tile}x{tile} squares at one position" if tile else "frames"
     return [
         f"Can a {HISTORY}-frame predictor get the {sum(copies)} clips of the full quality "
         f"benchmark where copying the last frame is exact at step {steps} ({len(copies)} "
-        f"distinct) exact too? Per distinct clip, over its {steps} steps: the true "
-        f"{HISTORY}-frame windows the training episodes hold, those "
-        "whose only successor there is the true next frame, and those where it is the most "
-        "frequent one. Where it is the most frequent at every step, a predictor answering the "
-        f"most frequent successor is exact at every step: {exact} of the {sum(copies)} clips.",
+        f"distinct) exact too? Counted on {unit}: per distinct clip, over its {steps} steps"
+        + (" times its squares" if tile else "")
+        + f", the true {HISTORY}-frame windows the training episodes hold, those whose only "
+        "successor there is the true next one, and those where it is the most frequent one. "
+        "Where it is the most frequent everywhere, a predictor answering the most frequent "
+        f"successor is exact at every step: {exact} of the {sum(copies)} clips.",
         "",
-        "| clip | copies | in the intro | windows seen | true next the only one | "
+        "| clip | copies | in the intro | steps | windows seen | true next the only one | "
         "true next the most frequent |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
         *(
-            f"| {i} | {c} | {'yes' if intro else 'no'} | {r['seen']} | {r['only']} | {r['most']} |"
+            f"| {i} | {c} | {'yes' if intro else 'no'} | {r['steps']} | {r['seen']} | "
+            f"{r['only']} | {r['most']} |"
             for i, c, intro, r in zip(info["distinct"], copies, in_intro, rows, strict=True)  # type: ignore[call-overload]
         ),
     ]
@@ -320,6 +347,12 @@ def main(argv: list[str] | None = None) -> None:
         help="also say whether the training episodes determine those clips' frames",
     )
     p.add_argument(
+        "--tile",
+        type=int,
+        default=0,
+        help="with --successors: count on N x N squares at one position (0: whole frames)",
+    )
+    p.add_argument(
         "--quality",
         type=Path,
         help="with --successors: a full quality report, to score the determined clips exact",
@@ -367,10 +400,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.successors:
         history, truth = benchmark_clips()
         info, frames = repeat_clips(history, truth, args.steps, intro)
-        table = successors(np.asarray(v.frames) for v in videos)
-        rows = determined(frames, table)
-        payload["successors"] = {**info, "clips_determined": rows}
-        head += ["", *successors_table(info, rows, args.steps)]
+        table = successors((np.asarray(v.frames) for v in videos), args.tile)
+        rows = determined(frames, table, args.tile)
+        payload["successors"] = {**info, "tile": args.tile, "clips_determined": rows}
+        head += ["", *successors_table(info, rows, args.steps, args.tile)]
         if args.quality:
             group, chosen = info["group"], info["clips"]
             assert isinstance(group, list) and isinstance(chosen, list)

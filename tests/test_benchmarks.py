@@ -396,14 +396,24 @@ def test_intro_successors_say_whether_training_determines_a_clip():
         ]
     )
     rows = module["determined"](clips, table)
-    assert rows[0] == {"seen": 3, "only": 2, "most": 3, "exact": True}
-    assert rows[1] == {"seen": 2, "only": 0, "most": 0, "exact": False}
-    assert rows[2] == {"seen": 0, "only": 0, "most": 0, "exact": False}
+    assert rows[0] == {"steps": 3, "seen": 3, "only": 2, "most": 3, "exact": True}
+    assert rows[1] == {"steps": 3, "seen": 2, "only": 0, "most": 0, "exact": False}
+    assert rows[2] == {"steps": 3, "seen": 0, "only": 0, "most": 0, "exact": False}
     info = {"distinct": [0, 5, 9], "copies": [2, 1, 1], "in_intro": [True, False, False]}
-    text = "\n".join(module["successors_table"](info, rows, 3))
+    text = "\n".join(module["successors_table"](info, rows, 3, 0))
     assert "where copying the last frame is exact at step 3 (3 distinct)" in text
     assert "exact at every step: 2 of the 4 clips" in text
-    assert "| 0 | 2 | yes | 3 | 2 | 3 |" in text
+    assert "| 0 | 2 | yes | 3 | 3 | 2 | 3 |" in text
+    # Squares: each half of a frame cycled in training while the other stood still; both
+    # cycling at once is a frame training never saw, but every square's window it did.
+    p, q = np.zeros((2, 4, 4, 3), np.uint8), np.full((2, 4, 4, 3), 255, np.uint8)
+    p[1, 0, 0], q[1, 0, 0] = 9, 9
+    left = np.stack([np.concatenate([p[t % 2], p[0]], axis=1) for t in range(8)])
+    right = np.stack([np.concatenate([p[0], q[t % 2]], axis=1) for t in range(8)])
+    both = np.stack([[np.concatenate([p[t % 2], q[t % 2]], axis=1) for t in range(6)]])
+    assert module["determined"](both, module["successors"]([left, right]))[0]["seen"] == 0
+    squares = module["determined"](both, module["successors"]([left, right], 4), 4)
+    assert squares == [{"steps": 4, "seen": 4, "only": 4, "most": 4, "exact": True}]
     # Scored exact: those clips at the report's cap, the others as measured.
     report = {
         "options": {"steps": 16},  # table steps 1, 2, 4, 8, 16
