@@ -20,23 +20,22 @@ among the history would be right), and how many clips are exact; which clips lie
 intro. Copying's row is the pixels that change from the last input. What a model must get
 right for the benchmark's steps 16, 32 and 48.
 
-With `--successors`: whether a 4-frame predictor can get those clips exact at all, from what
-`--data` (the training episodes, read whole) shows. Every window of 4 consecutive training
-frames, and which frames followed it how often; for each distinct clip, the steps whose true
-window training saw, those where the true next frame is the only one that ever followed it,
-and those where it is the one that followed most often. A predictor that answers the most
-frequent successor stays on the true frames, so where that holds at every step it is exact
-at every step. `--tile N` counts on N x N squares at their position instead of whole
-frames: what a predictor that sees only around a pixel can learn (a square is exact where its
-true next content is the most frequent, and a frame where all its squares are). With
-`--quality REPORT` too (a full quality report, e.g. `benchmarks/results/quality-full.json`):
-each of its models' mean all-pixel PSNR at step `--steps` as measured and with those clips
-exact.
+With `--successors`: whether the training episodes (`--data`, read whole) determine those
+clips' frames. Every window of 4 consecutive training frames, and which frames followed it how
+often; for each distinct clip, the steps whose true window training saw, those where the true
+next frame is the only one that ever followed it, and those where it is the one that followed
+most often. A lookup that answers the most frequent successor stays on the true frames, so
+where that holds at every step it is exact at every step. That is an upper bound for a
+learned predictor: one trained to the mean of the successors (L2) is not exact where a
+window has several. `--tile N` (repeatable) counts on N x N squares, wherever they are,
+instead of whole frames: what a lookup that sees only a square can do (a frame is exact
+where all its squares are). With `--quality REPORT` too (a full quality report, e.g.
+`benchmarks/results/quality-full.json`): each of its models' mean all-pixel PSNR at step
+`--steps` as measured and with those clips exact.
 
-    python benchmarks/intro.py --data data/mspacman60/Train --successors \
-        --quality benchmarks/results/quality-full.json --name intro-successors   # minutes
-    python benchmarks/intro.py --data data/mspacman60/Train --successors --tile 16 \
-        --quality benchmarks/results/quality-full.json --name intro-successors-16
+    python benchmarks/intro.py --data data/mspacman60/Train --successors --tile 0 --tile 8 \
+        --tile 16 --tile 32 --quality benchmarks/results/quality-full.json \
+        --name intro-successors   # minutes
 """
 
 from __future__ import annotations
@@ -126,20 +125,21 @@ def repeat_clips(
 
 
 def _digest(frame: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
+    a = np.ascontiguousarray(frame)
+    return hashlib.blake2b(str(a.shape).encode() + a.tobytes(), digest_size=16).digest()
 
 
-Table = dict[tuple[object, ...], Counter[bytes]]
+Table = dict[tuple[bytes, ...], Counter[bytes]]
 
 
-def _streams(frames: np.ndarray, tile: int) -> list[tuple[tuple[int, ...], list[bytes]]]:
-    """(position, digests per frame) of the whole frames of `frames` (T, H, W, C) (`tile` 0:
-    one stream at ()) or of each `tile` x `tile` square at (y, x) (the last ones smaller)."""
+def _streams(frames: np.ndarray, tile: int) -> list[list[bytes]]:
+    """Digests per frame of the whole frames of `frames` (T, H, W, C) (`tile` 0), or of each
+    `tile` x `tile` square of them (the last row and column of squares smaller)."""
     if not tile:
-        return [((), [_digest(f) for f in frames])]
+        return [[_digest(f) for f in frames]]
     h, w = frames.shape[1:3]
     return [
-        ((y, x), [_digest(f) for f in frames[:, y : y + tile, x : x + tile]])
+        [_digest(f) for f in frames[:, y : y + tile, x : x + tile]]
         for y in range(0, h, tile)
         for x in range(0, w, tile)
     ]
@@ -147,13 +147,13 @@ def _streams(frames: np.ndarray, tile: int) -> list[tuple[tuple[int, ...], list[
 
 def successors(episodes: Iterable[np.ndarray], tile: int = 0) -> Table:
     """Every window of HISTORY consecutive frames in `episodes` (each (T, H, W, C)), or of a
-    `tile` x `tile` square of them at one position -> how often each frame (square) followed
-    it, by digest."""
-    table: defaultdict[tuple[object, ...], Counter[bytes]] = defaultdict(Counter)
+    `tile` x `tile` square of them (wherever it is: a convolution does not know where it
+    is) -> how often each frame (square) followed it, by digest."""
+    table: defaultdict[tuple[bytes, ...], Counter[bytes]] = defaultdict(Counter)
     for frames in episodes:
-        for where, d in _streams(np.asarray(frames), tile):
+        for d in _streams(np.asarray(frames), tile):
             for t in range(HISTORY, len(d)):
-                table[(*where, *d[t - HISTORY : t])][d[t]] += 1
+                table[tuple(d[t - HISTORY : t])][d[t]] += 1
     return dict(table)
 
 
@@ -162,14 +162,14 @@ def determined(frames: np.ndarray, table: Table, tile: int = 0) -> list[dict]:
     squares, with `tile` as given to `successors`; "steps"): how many true windows `table`
     holds ("seen"), how many have the true next frame as their only successor ("only") and as
     their most frequent one, strictly ("most"), and "exact": whether that holds at every
-    step (a predictor answering the most frequent successor would be exact at every step)."""
+    step (a lookup answering the most frequent successor would be exact at every step)."""
     rows = []
     for clip in frames:
         steps = seen = only = most = 0
-        for where, d in _streams(clip, tile):
+        for d in _streams(clip, tile):
             for t in range(HISTORY, len(d)):
                 steps += 1
-                counts = table.get((*where, *d[t - HISTORY : t]))
+                counts = table.get(tuple(d[t - HISTORY : t]))
                 if counts is None:
                     continue
                 seen += 1
@@ -182,11 +182,19 @@ def determined(frames: np.ndarray, table: Table, tile: int = 0) -> list[dict]:
     return rows
 
 
+def exact_clips(info: dict[str, object], rows: list[dict]) -> list[int]:
+    """The indices of the clips (`info` from `repeat_clips`) whose distinct clip's row of
+    `determined` is exact."""
+    chosen, group = info["clips"], info["group"]
+    assert isinstance(chosen, list) and isinstance(group, list)
+    return [c for c, g in zip(chosen, group, strict=True) if rows[g]["exact"]]
+
+
 def successors_table(info: dict[str, object], rows: list[dict], steps: int, tile: int) -> list[str]:
     copies, in_intro = info["copies"], info["in_intro"]
     assert isinstance(copies, list) and isinstance(in_intro, list)
     exact = sum(c for c, r in zip(copies, rows, strict=True) if r["exact"])
-    unit = f"{tile}x{tile} squares at one position" if tile else "frames"
+    unit = f"{tile}x{tile} squares, wherever they are" if tile else "whole frames"
     return [
         f"Can a {HISTORY}-frame predictor get the {sum(copies)} clips of the full quality "
         f"benchmark where copying the last frame is exact at step {steps} ({len(copies)} "
@@ -194,8 +202,8 @@ def successors_table(info: dict[str, object], rows: list[dict], steps: int, tile
         + (" times its squares" if tile else "")
         + f", the true {HISTORY}-frame windows the training episodes hold, those whose only "
         "successor there is the true next one, and those where it is the most frequent one. "
-        "Where it is the most frequent everywhere, a predictor answering the most frequent "
-        f"successor is exact at every step: {exact} of the {sum(copies)} clips.",
+        "Where it is the most frequent everywhere, a lookup answering the training data's most "
+        f"frequent successor is exact at every step: {exact} of the {sum(copies)} clips.",
         "",
         "| clip | copies | in the intro | steps | windows seen | true next the only one | "
         "true next the most frequent |",
@@ -208,26 +216,32 @@ def successors_table(info: dict[str, object], rows: list[dict], steps: int, tile
     ]
 
 
-def if_exact(report: dict, clips: list[int], step: int) -> list[str]:
-    """From a quality report (`avg-rt bench quality --full`, with per-clip PSNR at `step`), each
-    row's mean all-pixel PSNR at `step` as measured and with `clips` exact (scored at the
-    report's cap, as identical frames are)."""
+def if_exact(report: dict, exact: dict[str, list[int]], step: int) -> list[str]:
+    """From a quality report (`avg-rt bench quality --full`, with per-clip PSNR at `step`, one
+    of its table steps), each model's mean all-pixel PSNR at `step` as measured and, for each
+    entry of `exact` (a name -> clip indices), with those clips exact (scored at the report's
+    cap, as identical frames are)."""
     from avg_rt.benchmark.quality import table_steps
 
     at = table_steps(report["options"]["steps"]).index(step)
     lines = [
-        f"With those {len(clips)} clips exact, what the mean all-pixel PSNR at step {step} of "
-        f"each model of `{report['environment']['command']}` would be (exact frames scored "
-        f"{report['db_cap']:g} dB, as the benchmark scores them):",
+        f"What each model's mean all-pixel PSNR at step {step} in "
+        f"`{report['environment']['command']}` would be with the clips above exact (scored "
+        f"{report['db_cap']:g} dB, as the benchmark scores identical frames):",
         "",
-        "| model | measured | with them exact |",
-        "|---|---|---|",
+        "| model | measured | "
+        + " | ".join(f"{len(c)} exact ({n})" for n, c in exact.items())
+        + " |",
+        "|---|---|" + "---|" * len(exact),
     ]
     for label, res in report["results"].items():
         psnr = np.asarray(res["per_clip"]["psnr"][at], dtype=float)
-        exact = psnr.copy()
-        exact[clips] = report["db_cap"]
-        lines.append(f"| {label} | {psnr.mean():.2f} | {exact.mean():.2f} |")
+        cells = []
+        for clips in exact.values():
+            scored = psnr.copy()
+            scored[clips] = report["db_cap"]
+            cells.append(f"{scored.mean():.2f}")
+        lines.append(f"| {label} | {psnr.mean():.2f} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -349,8 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--tile",
         type=int,
-        default=0,
-        help="with --successors: count on N x N squares at one position (0: whole frames)",
+        action="append",
+        default=[],
+        metavar="N",
+        help="with --successors: count on N x N squares (0: whole frames, the default; repeatable)",
     )
     p.add_argument(
         "--quality",
@@ -398,17 +414,26 @@ def main(argv: list[str] | None = None) -> None:
         payload["repeats"] = result
         head += ["", *repeats_table(result, args.steps)]
     if args.successors:
+        report = json.loads(args.quality.read_text()) if args.quality else None
+        if report is not None:
+            from avg_rt.benchmark.quality import table_steps
+
+            if args.steps not in table_steps(report["options"]["steps"]):
+                raise SystemExit(
+                    f"{args.quality}: no per-clip PSNR at step {args.steps} (it has steps "
+                    f"{table_steps(report['options']['steps'])})"
+                )
         history, truth = benchmark_clips()
         info, frames = repeat_clips(history, truth, args.steps, intro)
-        table = successors((np.asarray(v.frames) for v in videos), args.tile)
-        rows = determined(frames, table, args.tile)
-        payload["successors"] = {**info, "tile": args.tile, "clips_determined": rows}
-        head += ["", *successors_table(info, rows, args.steps, args.tile)]
-        if args.quality:
-            group, chosen = info["group"], info["clips"]
-            assert isinstance(group, list) and isinstance(chosen, list)
-            exact = [c for c, g in zip(chosen, group, strict=True) if rows[g]["exact"]]
-            report = json.loads(args.quality.read_text())
+        episodes = [np.asarray(v.frames) for v in videos]
+        exact: dict[str, list[int]] = {}
+        payload["successors"] = {**info, "sizes": {}}
+        for tile in args.tile or [0]:
+            rows = determined(frames, successors(episodes, tile), tile)
+            payload["successors"]["sizes"][tile] = rows  # type: ignore[index]
+            head += ["", *successors_table(info, rows, args.steps, tile)]
+            exact[f"{tile}x{tile} squares" if tile else "whole frames"] = exact_clips(info, rows)
+        if report is not None:
             head += ["", *if_exact(report, exact, args.steps)]
     lines = [*head, *tail]
     save(args.name, payload, "\n".join(lines), args.out)

@@ -401,27 +401,40 @@ def test_intro_successors_say_whether_training_determines_a_clip():
     assert rows[2] == {"steps": 3, "seen": 0, "only": 0, "most": 0, "exact": False}
     info = {"distinct": [0, 5, 9], "copies": [2, 1, 1], "in_intro": [True, False, False]}
     text = "\n".join(module["successors_table"](info, rows, 3, 0))
+    assert "a lookup answering the training data's most frequent successor" in text
     assert "where copying the last frame is exact at step 3 (3 distinct)" in text
     assert "exact at every step: 2 of the 4 clips" in text
     assert "| 0 | 2 | yes | 3 | 3 | 2 | 3 |" in text
+    # The clips behind each distinct one: clips 0 and 5 are copies of distinct clip 0.
+    info["clips"], info["group"] = [0, 5, 7, 9], [0, 1, 0, 2]
+    assert module["exact_clips"](info, rows) == [0, 7]
     # Squares: each half of a frame cycled in training while the other stood still; both
-    # cycling at once is a frame training never saw, but every square's window it did.
+    # cycling at once is a frame training never saw, but every square's window it did, the
+    # right one on the left (a square is looked up wherever it is). Frames 4 x 10: the last
+    # column of squares is 4 x 2, and counts.
     p, q = np.zeros((2, 4, 4, 3), np.uint8), np.full((2, 4, 4, 3), 255, np.uint8)
     p[1, 0, 0], q[1, 0, 0] = 9, 9
-    left = np.stack([np.concatenate([p[t % 2], p[0]], axis=1) for t in range(8)])
-    right = np.stack([np.concatenate([p[0], q[t % 2]], axis=1) for t in range(8)])
-    both = np.stack([[np.concatenate([p[t % 2], q[t % 2]], axis=1) for t in range(6)]])
-    assert module["determined"](both, module["successors"]([left, right]))[0]["seen"] == 0
+    edge = np.zeros((4, 2, 3), np.uint8)
+    left = np.stack([np.concatenate([p[t % 2], q[0], edge], axis=1) for t in range(8)])
+    right = np.stack([np.concatenate([q[t % 2], p[0], edge], axis=1) for t in range(8)])
+    both = np.stack([[np.concatenate([p[t % 2], q[t % 2], edge], axis=1) for t in range(6)]])
+    assert module["determined"](both, module["successors"]([left]))[0]["seen"] == 0
     squares = module["determined"](both, module["successors"]([left, right], 4), 4)
-    assert squares == [{"steps": 4, "seen": 4, "only": 4, "most": 4, "exact": True}]
-    # Scored exact: those clips at the report's cap, the others as measured.
+    assert squares == [{"steps": 6, "seen": 6, "only": 6, "most": 6, "exact": True}]
+    assert not module["determined"](both, module["successors"]([left], 4), 4)[0]["exact"]
+    # Scored exact: those clips at the report's cap, the others as measured, at step 16 of a
+    # 64-step report (table steps 1, 2, 4, 8, 16, 32, 64).
+    psnr = [[0.0] * 4] * 7
+    psnr[4] = [30.0, 40.0, 30.0, 20.0]
     report = {
-        "options": {"steps": 16},  # table steps 1, 2, 4, 8, 16
+        "options": {"steps": 64},
         "environment": {"command": "bench"},
         "db_cap": 100.0,
-        "results": {"m": {"per_clip": {"psnr": [[0.0] * 4] * 4 + [[30.0, 40.0, 30.0, 20.0]]}}},
+        "results": {"m": {"per_clip": {"psnr": psnr}}},
     }
-    assert "| m | 30.00 | 65.00 |" in module["if_exact"](report, [0, 2], 16)
+    lines = module["if_exact"](report, {"a": [0, 2], "b": [1]}, 16)
+    assert "| model | measured | 2 exact (a) | 1 exact (b) |" in lines
+    assert "| m | 30.00 | 65.00 | 45.00 |" in lines
 
 
 def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
