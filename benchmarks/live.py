@@ -19,8 +19,8 @@ steps of that preset on this machine with the emulator running beside it.
 
 `compare`: from quality reports (`avg-rt bench quality --full`; several, made on the same
 clips, are read as one) whose models are labelled `live-sN` and `recorded-sN` (`--tag T`:
-`live-T-sN` and `recorded-T-sN`; the same training seed N, one run on the live emulator and
-one on a recorded set), the all-pixel PSNR of live minus recorded on the same clips at steps 1
+`live-T-sN` and `recorded-T-sN`; repeated, the series' pairs are pooled; the same training
+seed N, one run on the live emulator and one on a recorded set), the all-pixel PSNR of live minus recorded on the same clips at steps 1
 and 16 (the issue's claim: within 0.3 dB). Per seed: the mean of the per-clip differences with
 a paired 95% interval (the clips' spread; one pair of runs). Over seeds: the mean of the
 seeds' differences with a t interval over the seeds (the runs' spread, which a per-clip
@@ -282,31 +282,39 @@ def compare(
     out: Path,
     steps: tuple[int, ...] = (1, 16),
     result: str = "live-vs-recorded",
-    tag: str = "",
+    tags: tuple[str, ...] = ("",),
     arms: tuple[str, str] = ("live", "recorded"),
 ) -> None:
+    """Per seed (of each series `tags`: models labelled A-T-sN and B-T-sN; "": A-sN), A minus
+    B on the same clips, and over all those pairs a t interval of their mean differences."""
     from avg_rt.benchmark.quality import paired
 
-    live, rec = (f"{arm}-{tag}-s" if tag else f"{arm}-s" for arm in arms)
     report = merged_reports(report_paths)
     report_path = report_paths[0]
     first = ARM_TEXT.get(arms[0], arms[0])
     res = report["results"]
-    seeds = sorted(
-        int(m.group(1))
-        for label in res
-        if (m := re.fullmatch(re.escape(live) + r"(\d+)", label)) and f"{rec}{m.group(1)}" in res
-    )
-    if not seeds:
-        raise SystemExit(f"{report_path}: no pair of models labelled {live}N and {rec}N")
-    rows = {f"seed {n}": paired(report, f"{live}{n}", f"{rec}{n}", "psnr") for n in seeds}
-    missing = [t for t in steps if t not in rows[f"seed {seeds[0]}"]]
+    rows: dict[str, dict[int, dict[str, float]]] = {}
+    for tag in tags:
+        live, rec = (f"{arm}-{tag}-s" if tag else f"{arm}-s" for arm in arms)
+        seeds = sorted(
+            int(m.group(1))
+            for label in res
+            if (m := re.fullmatch(re.escape(live) + r"(\d+)", label))
+            and f"{rec}{m.group(1)}" in res
+        )
+        if not seeds:
+            raise SystemExit(f"{report_path}: no pair of models labelled {live}N and {rec}N")
+        for n in seeds:
+            name = f"{tag} seed {n}".strip() if len(tags) > 1 else f"seed {n}"
+            rows[name] = paired(report, f"{live}{n}", f"{rec}{n}", "psnr")
+    pairs = list(rows)
+    missing = [t for t in steps if t not in rows[pairs[0]]]
     if missing:
         raise SystemExit(f"{report_path}: no per-clip scores at step(s) {missing}")
-    if len(seeds) > 1:  # the seed is the unit: a t interval over the seeds' mean differences
-        t = T975.get(len(seeds) - 1, T975[30])
-        rows[f"over {len(seeds)} seeds"] = {
-            step: mean_ci95([rows[f"seed {n}"][step]["mean"] for n in seeds], t) for step in steps
+    if len(pairs) > 1:  # the seed is the unit: a t interval over the seeds' mean differences
+        t = T975.get(len(pairs) - 1, T975[30])
+        rows[f"over {len(pairs)} seeds"] = {
+            step: mean_ci95([rows[n][step]["mean"] for n in pairs], t) for step in steps
         }
     lines = [
         f"{first[:1].upper()}{first[1:]} minus "
@@ -342,7 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", help="result name (compare; live-vs-recorded[-TAG])")
     p.add_argument("--device", default="cpu", help="where the presets train (sampler)")
-    p.add_argument("--tag", default="", help="compare live-TAG-sN with recorded-TAG-sN")
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        help="compare live-TAG-sN with recorded-TAG-sN (repeatable: the series pooled)",
+    )
     p.add_argument(
         "--arms",
         nargs=2,
@@ -356,8 +369,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "compare":
         if not args.report:
             p.error("compare needs the quality reports' JSON")
-        name = args.name or "-vs-".join(args.arms) + (f"-{args.tag}" if args.tag else "")
-        compare(args.report, args.out, result=name, tag=args.tag, arms=tuple(args.arms))
+        tags = tuple(args.tag) or ("",)
+        name = args.name or "-vs-".join(args.arms) + "".join(f"-{t}" for t in tags if t)
+        compare(args.report, args.out, result=name, tags=tags, arms=tuple(args.arms))
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)
 

@@ -468,11 +468,17 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     # --tag: another recipe's pairs, labelled live-T-sN and recorded-T-sN, in the same report.
     tagged = {k.replace("-s", "-leak-s"): v for k, v in results.items() if k.endswith("s1")}
     path.write_text(json.dumps({**report, "results": {**results, **tagged}}))
-    module["compare"]([path], tmp_path, steps=(1, 2), result="tagged", tag="leak")
+    module["compare"]([path], tmp_path, steps=(1, 2), result="tagged", tags=("leak",))
     md = (tmp_path / "tagged.md").read_text()
     assert "| seed 1 | +0.95 ± 0.00 |" in md and "seed 0" not in md
     with pytest.raises(SystemExit, match="no pair of models labelled live-none-sN"):
-        module["compare"]([path], tmp_path, steps=(1, 2), tag="none")
+        module["compare"]([path], tmp_path, steps=(1, 2), tags=("none",))
+    # Several series pooled: each pair once, named by its series; the interval over all.
+    module["compare"]([path], tmp_path, steps=(1, 2), result="pooled", tags=("", "leak"))
+    md = (tmp_path / "pooled.md").read_text()
+    assert "| seed 0 | +0.05" in md and "| leak seed 1 | +0.95" in md
+    # (0.05, 0.95, 0.95): mean 0.65, sd 0.520, t 4.303 / sqrt 3 -> 1.29.
+    assert "| over 3 seeds | +0.65 ± 1.29 | +0.65 ± 1.29 | no |" in md
     # --arms: a control pair in which neither arm is live reads the same way.
     control = {k.replace("live-", "rotated-"): v for k, v in results.items()}
     path.write_text(json.dumps({**report, "results": control}))
