@@ -20,13 +20,14 @@ steps of that preset on this machine with the emulator running beside it.
 `compare`: from quality reports (`avg-rt bench quality --full`; several, made on the same
 clips, are read as one) whose models are labelled `live-sN` and `recorded-sN` (`--tag T`:
 `live-T-sN` and `recorded-T-sN`; repeated, the series' pairs are pooled; the same training
-seed N, one run on the live emulator and one on a recorded set), the all-pixel PSNR of live minus recorded on the same clips at steps 1
-and 16 (the issue's claim: within 0.3 dB). Per seed: the mean of the per-clip differences with
-a paired 95% interval (the clips' spread; one pair of runs). Over seeds: the mean of the
-seeds' differences with a t interval over the seeds (the runs' spread, which a per-clip
-interval cannot see: a run shifts every clip alike); with 2 seeds it is wide. `--arms A B`
-compares models labelled `A[-T]-sN` and `B[-T]-sN` instead: a control pair in which neither
-arm is live (an A/A test) reads the same way.
+seed N, one run on the live emulator and one on a recorded set), the all-pixel PSNR of live
+minus recorded on the same clips at steps 1 and 16 (the issue's claim: within 0.3 dB). Per
+seed: the mean of the per-clip differences with a paired 95% interval (the clips' spread; one
+pair of runs). Over seeds: the mean of the seeds' differences with a t interval over the
+seeds (the runs' spread, which a per-clip interval cannot see: a run shifts every clip
+alike); with 2 seeds it is wide. `--arms A B` compares models labelled `A[-T]-sN` and
+`B[-T]-sN` instead: a control pair in which neither arm is live (an A/A test) reads the same
+way.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ reads, as the live store rotates while the emulator loops over the same episodes
 distribution is the same as the reference's; only the realised sequence of clips differs,
 and nothing live runs. With `--shift 0` (no rotation) and the reference's thread count
 (`OMP_NUM_THREADS=1` for the README's runs; another count changes float sums) it repeats the
-reference run exactly: checked at iteration 50 against `runs/rec-leak-s0`. `--shift 0
---reverse`: another fixed order, the control for whether a fixed order itself matters.
+reference run exactly: checked at iteration 50 against `runs/rec-leak-s0`, and over all
+2,000 iterations (every logged value, the final weights) against `runs/rec-clip-s0`.
+`--shift 0 --reverse`: another fixed order, the control for whether a fixed order itself
+matters.
 Score it beside the reference and the live run with `avg-rt bench quality --full --steps 16`
 and compare with `python benchmarks/live.py compare ... --arms rotated recorded` (README,
 "Live and recorded").
