@@ -98,8 +98,8 @@ def repeat_clips(
     """The clips whose true frame at step `steps` equals their last input frame, each distinct
     clip once: ({"clips": their indices, "distinct": the first index of each distinct one,
     "copies": how many clips equal it, "group": each clip's position in "distinct",
-    "in_intro": whether it lies inside `intro`}, the
-    distinct clips' frames (n, HISTORY + steps, H, W, C), history then truth)."""
+    "in_intro": whether it lies inside `intro`}, the distinct clips' frames (n, HISTORY +
+    steps, H, W, C), history then truth)."""
     chosen = np.flatnonzero((truth[:, steps - 1] == history[:, -1]).all(axis=(1, 2, 3)))
     frames = np.concatenate([history[chosen], truth[chosen, :steps]], axis=1)
     keep: list[int] = []  # positions in `chosen` of the first of each group of equal clips
@@ -261,7 +261,8 @@ def errors_on_repeats(
     tell which clips lie inside it.
 
     Returns "clips" (indices of the chosen clips), "distinct" (the first index of each
-    distinct one), "copies" (how many chosen clips equal it), "in_intro" and "models"."""
+    distinct one), "copies" (how many chosen clips equal it), "group", "in_intro" (as
+    `repeat_clips`) and "models"."""
     last = history[:, -1]
     out, frames = repeat_clips(history, truth, steps, intro)
     distinct = np.asarray(out["distinct"], dtype=int)
