@@ -191,8 +191,8 @@ def exact_clips(info: dict[str, object], rows: list[dict]) -> list[int]:
 
 
 def successors_table(info: dict[str, object], rows: list[dict], steps: int, tile: int) -> list[str]:
-    copies, in_intro = info["copies"], info["in_intro"]
-    assert isinstance(copies, list) and isinstance(in_intro, list)
+    distinct, copies, in_intro = info["distinct"], info["copies"], info["in_intro"]
+    assert isinstance(distinct, list) and isinstance(copies, list) and isinstance(in_intro, list)
     exact = sum(c for c, r in zip(copies, rows, strict=True) if r["exact"])
     unit = f"{tile}x{tile} squares, wherever they are" if tile else "whole frames"
     return [
@@ -211,7 +211,7 @@ def successors_table(info: dict[str, object], rows: list[dict], steps: int, tile
         *(
             f"| {i} | {c} | {'yes' if intro else 'no'} | {r['steps']} | {r['seen']} | "
             f"{r['only']} | {r['most']} |"
-            for i, c, intro, r in zip(info["distinct"], copies, in_intro, rows, strict=True)  # type: ignore[call-overload]
+            for i, c, intro, r in zip(distinct, copies, in_intro, rows, strict=True)
         ),
     ]
 
