@@ -295,6 +295,7 @@ def compare(
     first = ARM_TEXT.get(arms[0], arms[0])
     res = report["results"]
     rows: dict[str, dict[int, dict[str, float]]] = {}
+    seed_of: dict[str, int] = {}
     for tag in tags:
         live, rec = (f"{arm}-{tag}-s" if tag else f"{arm}-s" for arm in arms)
         seeds = sorted(
@@ -308,14 +309,28 @@ def compare(
         for n in seeds:
             name = f"{tag} seed {n}".strip() if len(tags) > 1 else f"seed {n}"
             rows[name] = paired(report, f"{live}{n}", f"{rec}{n}", "psnr")
+            seed_of[name] = n
     pairs = list(rows)
     missing = [t for t in steps if t not in rows[pairs[0]]]
     if missing:
         raise SystemExit(f"{report_path}: no per-clip scores at step(s) {missing}")
-    if len(pairs) > 1:  # the seed is the unit: a t interval over the seeds' mean differences
-        t = T975.get(len(pairs) - 1, T975[30])
-        rows[f"over {len(pairs)} seeds"] = {
-            step: mean_ci95([rows[n][step]["mean"] for n in pairs], t) for step in steps
+    # The seed is the unit: a t interval over the seeds' mean differences. Pairs of several
+    # series with one seed share their initial weights and clip stream, so they are not
+    # independent: they count once, as the mean of their differences.
+    by_seed: dict[int, list[str]] = {}
+    for name in pairs:
+        by_seed.setdefault(seed_of[name], []).append(name)
+    if len(by_seed) > 1:
+        t = T975.get(len(by_seed) - 1, T975[30])
+        rows[f"over {len(by_seed)} seeds"] = {
+            step: mean_ci95(
+                [
+                    float(np.mean([rows[n][step]["mean"] for n in names]))
+                    for names in by_seed.values()
+                ],
+                t,
+            )
+            for step in steps
         }
     lines = [
         f"{first[:1].upper()}{first[1:]} minus "
@@ -325,7 +340,13 @@ def compare(
         "differences ± paired 95% interval, dB. "
         "A seed's interval is the clips' spread alone (one pair of runs; clips of one episode "
         "are not independent either), so only the interval over seeds, where the run is the "
-        "unit, can show the two within 0.3 dB.",
+        "unit, can show the two within 0.3 dB"
+        + (
+            "; pairs of several series with the same seed (the same initial weights and clip "
+            "stream) count once, as their mean."
+            if len(by_seed) < len(pairs)
+            else "."
+        ),
         "",
         "| runs | " + " | ".join(f"step {t}" for t in steps) + " | within 0.3 dB |",
         "|---|" + "---|" * len(steps) + "---|",

@@ -473,12 +473,21 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     assert "| seed 1 | +0.95 ± 0.00 |" in md and "seed 0" not in md
     with pytest.raises(SystemExit, match="no pair of models labelled live-none-sN"):
         module["compare"]([path], tmp_path, steps=(1, 2), tags=("none",))
-    # Several series pooled: each pair once, named by its series; the interval over all.
+    # Several series pooled: each pair a row, named by its series. The interval is over
+    # seeds: two series' pairs of one seed (the same initial weights and clip stream) count
+    # once, as their mean.
+    leak = {"live-leak-s1": base + 0.55, "live-leak-s3": base + 0.35}
+    leak |= {"recorded-leak-s1": base, "recorded-leak-s3": base}
+    pooled = results | {k: {"per_clip": {"psnr": v.tolist()}} for k, v in leak.items()}
+    path.write_text(json.dumps({**report, "results": pooled}))
     module["compare"]([path], tmp_path, steps=(1, 2), result="pooled", tags=("", "leak"))
     md = (tmp_path / "pooled.md").read_text()
-    assert "| seed 0 | +0.05" in md and "| leak seed 1 | +0.95" in md
-    # (0.05, 0.95, 0.95): mean 0.65, sd 0.520, t 4.303 / sqrt 3 -> 1.29.
-    assert "| over 3 seeds | +0.65 ± 1.29 | +0.65 ± 1.29 | no |" in md
+    assert "| seed 0 | +0.05" in md and "| seed 1 | +0.95" in md
+    assert "| leak seed 1 | +0.55" in md and "| leak seed 3 | +0.35" in md
+    assert "the same seed (the same initial weights and clip stream) count once" in md
+    # Seeds 0, 1 (0.95 and 0.55: 0.75), 3: (0.05, 0.75, 0.35): mean 0.383, sd 0.351,
+    # t 4.303 / sqrt 3 -> 0.87; as 4 independent pairs it would read +0.47 ± 0.60.
+    assert "| over 3 seeds | +0.38 ± 0.87 | +0.38 ± 0.87 | no |" in md
     # --arms: a control pair in which neither arm is live reads the same way.
     control = {k.replace("live-", "rotated-"): v for k, v in results.items()}
     path.write_text(json.dumps({**report, "results": control}))
