@@ -236,7 +236,12 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
     but the models and name, same videos); SystemExit naming the file that differs. A model
     in several (same label and checkpoint, per-clip PSNR within 0.01 dB) is read once; a
     relative path and an absolute one ending in it name the same checkpoint."""
-    reports = [json.loads(p.read_text()) for p in paths]
+    reports = []
+    for p in paths:
+        try:
+            reports.append(json.loads(p.read_text()))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{p}: not a readable quality report ({e})") from None
 
     def clips_of(r: dict[str, Any]) -> Any:
         opts = {k: v for k, v in r["options"].items() if k not in ("models", "name", "out")}

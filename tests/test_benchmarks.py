@@ -547,6 +547,12 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     b.write_text(json.dumps({**second, "videos": ["other"]}))
     with pytest.raises(SystemExit, match="b.json: scored other clips than"):
         module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
+    # A report that is missing (a pair still being scored) or not JSON: one line naming it.
+    with pytest.raises(SystemExit, match="missing.json: not a readable quality report"):
+        module["compare"]([a, tmp_path / "missing.json"], tmp_path, steps=(1, 2))
+    b.write_text("{")
+    with pytest.raises(SystemExit, match="b.json: not a readable quality report"):
+        module["compare"]([a, b], tmp_path, steps=(1, 2))
 
 
 def test_quality_scores_in_pieces_equal_scores_at_once():
