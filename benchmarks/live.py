@@ -292,7 +292,8 @@ def compare(
     arms: tuple[str, str] = ("live", "recorded"),
 ) -> None:
     """Per seed (of each series `tags`: models labelled A-T-sN and B-T-sN; "": A-sN), A minus
-    B on the same clips, and over all those pairs a t interval of their mean differences."""
+    B on the same clips, and over the seeds a t interval of their mean differences (the pairs
+    of several series with one seed averaged first)."""
     from avg_rt.benchmark.quality import paired
 
     report = merged_reports(report_paths)
@@ -319,24 +320,23 @@ def compare(
     missing = [t for t in steps if t not in rows[pairs[0]]]
     if missing:
         raise SystemExit(f"{report_path}: no per-clip scores at step(s) {missing}")
-    # The seed is the unit: a t interval over the seeds' mean differences. Pairs of several
-    # series with one seed share their initial weights and clip stream, so they are not
-    # independent: they count once, as the mean of their differences.
+    # The seed is the unit: a t interval over the seeds' mean differences. Runs of one seed
+    # start from the same weights, and a recorded arm's clip stream depends on the seed alone,
+    # so pairs of several series with one seed are not independent: they count once, as the
+    # mean of their differences.
     by_seed: dict[int, list[str]] = {}
     for name in pairs:
         by_seed.setdefault(seed_of[name], []).append(name)
+    seed_means = {
+        n: {step: float(np.mean([rows[x][step]["mean"] for x in names])) for step in steps}
+        for n, names in by_seed.items()
+    }
     if len(by_seed) > 1:
         t = T975.get(len(by_seed) - 1, T975[30])
         rows[f"over {len(by_seed)} seeds"] = {
-            step: mean_ci95(
-                [
-                    float(np.mean([rows[n][step]["mean"] for n in names]))
-                    for names in by_seed.values()
-                ],
-                t,
-            )
-            for step in steps
+            step: mean_ci95([m[step] for m in seed_means.values()], t) for step in steps
         }
+    merged = {n: m for n, m in seed_means.items() if len(by_seed[n]) > 1}
     lines = [
         f"{first[:1].upper()}{first[1:]} minus "
         f"{ARM_TEXT.get(arms[1], arms[1])}: all-pixel PSNR after the same steps, same seed, "
@@ -347,9 +347,9 @@ def compare(
         "are not independent either), so only the interval over seeds, where the run is the "
         "unit, can show the two within 0.3 dB"
         + (
-            "; pairs of several series with the same seed (the same initial weights and clip "
-            "stream) count once, as their mean."
-            if len(by_seed) < len(pairs)
+            "; pairs of several series with the same seed (the same initial weights; the "
+            "recorded arms, the same clip stream) count once, as their mean."
+            if merged
             else "."
         ),
         "",
@@ -361,8 +361,23 @@ def compare(
         within = all(abs(per[t]["mean"]) + per[t]["ci95"] <= 0.3 for t in steps)
         verdict = ("yes" if within else "no") if name.startswith("over") else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
+    if merged:
+        lines += [
+            "",
+            "Seeds of several series, as counted (mean of their pairs): "
+            + "; ".join(
+                f"seed {n} " + ", ".join(f"{m[t]:+.2f}" for t in steps)
+                for n, m in sorted(merged.items())
+            )
+            + ".",
+        ]
     reports = [str(p) for p in report_paths]
-    payload = {"environment": environment(), "reports": reports, "differences": rows}
+    payload = {
+        "environment": environment(),
+        "reports": reports,
+        "differences": rows,
+        "seed_means": seed_means,
+    }
     save(result, payload, "\n".join(lines), out)
 
 

@@ -484,7 +484,8 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     md = (tmp_path / "pooled.md").read_text()
     assert "| seed 0 | +0.05" in md and "| seed 1 | +0.95" in md
     assert "| leak seed 1 | +0.55" in md and "| leak seed 3 | +0.35" in md
-    assert "the same seed (the same initial weights and clip stream) count once" in md
+    assert "pairs of several series with the same seed (the same initial weights" in md
+    assert "as counted (mean of their pairs): seed 1 +0.75, +0.75." in md
     # Seeds 0, 1 (0.95 and 0.55: 0.75), 3: (0.05, 0.75, 0.35): mean 0.383, sd 0.351,
     # t 4.303 / sqrt 3 -> 0.87; as 4 independent pairs it would read +0.47 ± 0.60.
     assert "| over 3 seeds | +0.38 ± 0.87 | +0.38 ± 0.87 | no |" in md
