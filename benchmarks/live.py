@@ -301,8 +301,8 @@ def compare(
     first = ARM_TEXT.get(arms[0], arms[0])
     res = report["results"]
     rows: dict[str, dict[int, dict[str, float]]] = {}
-    seed_of: dict[str, int] = {}
-    for tag in tags:
+    by_seed: dict[int, list[str]] = {}  # each seed's rows, one per series
+    for tag in dict.fromkeys(tags):  # a series named twice is read once
         live, rec = (f"{arm}-{tag}-s" if tag else f"{arm}-s" for arm in arms)
         seeds = sorted(
             int(m.group(1))
@@ -315,7 +315,7 @@ def compare(
         for n in seeds:
             name = f"{tag} seed {n}".strip() if len(tags) > 1 else f"seed {n}"
             rows[name] = paired(report, f"{live}{n}", f"{rec}{n}", "psnr")
-            seed_of[name] = n
+            by_seed.setdefault(n, []).append(name)
     pairs = list(rows)
     missing = [t for t in steps if t not in rows[pairs[0]]]
     if missing:
@@ -324,9 +324,6 @@ def compare(
     # start from the same weights, and a recorded arm's clip stream depends on the seed alone,
     # so pairs of several series with one seed are not independent: they count once, as the
     # mean of their differences.
-    by_seed: dict[int, list[str]] = {}
-    for name in pairs:
-        by_seed.setdefault(seed_of[name], []).append(name)
     seed_means = {
         n: {step: float(np.mean([rows[x][step]["mean"] for x in names])) for step in steps}
         for n, names in by_seed.items()
