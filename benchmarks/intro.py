@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, load_report, save
 from avg_rt.data.sources import load_videos, open_source
 
 HISTORY = 4  # the generator's history_len
@@ -415,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         payload["repeats"] = result
         head += ["", *repeats_table(result, args.steps)]
     if args.successors:
-        report = json.loads(args.quality.read_text()) if args.quality else None
+        report = load_report(args.quality) if args.quality else None
         if report is not None:
             from avg_rt.benchmark.quality import table_steps
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import tempfile
 import time
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 from avg_rt.train.loop import train
 
-from avg_rt.benchmark.common import RESULTS, environment, mean_ci95, save
+from avg_rt.benchmark.common import RESULTS, environment, load_report, mean_ci95, save
 from avg_rt.config import PRESETS, TrainConfig
 from avg_rt.data.clips import ClipSampler
 from avg_rt.data.live import LiveFeed, LiveOptions, parse_stream
@@ -236,12 +235,7 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
     but the models and name, same videos); SystemExit naming the file that differs. A model
     in several (same label and checkpoint, per-clip PSNR within 0.01 dB) is read once; a
     relative path and an absolute one ending in it name the same checkpoint."""
-    reports = []
-    for p in paths:
-        try:
-            reports.append(json.loads(p.read_text()))
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"{p}: not a readable quality report ({e})") from None
+    reports = [load_report(p) for p in paths]
 
     def clips_of(r: dict[str, Any]) -> Any:
         opts = {k: v for k, v in r["options"].items() if k not in ("models", "name", "out")}

@@ -97,6 +97,16 @@ def mean_ci95(values: Any, quantile: float = 1.96) -> dict[str, float]:
     return {"mean": float(v.mean()), "ci95": float(half), "n": len(v)}
 
 
+def load_report(path: Path) -> dict[str, Any]:
+    """A benchmark's JSON result (what `save` wrote); SystemExit naming `path` where it is
+    missing or not JSON (say, a report still being written)."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: not a readable quality report ({e})") from None
+    return report
+
+
 # The line under the table of a report written part-way (`complete` false in its JSON): a run
 # stopped early (a GPU lease's end, --step-timeout) keeps what it measured, said as such.
 PARTIAL = "(Partial: the run stopped before it had measured everything; above is what it had.)"
