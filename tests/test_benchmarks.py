@@ -474,8 +474,8 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     with pytest.raises(SystemExit, match="no pair of models labelled live-none-sN"):
         module["compare"]([path], tmp_path, steps=(1, 2), tags=("none",))
     # Several series pooled: each pair a row, named by its series. The interval is over
-    # seeds: two series' pairs of one seed (the same initial weights and clip stream) count
-    # once, as their mean.
+    # seeds: two series' pairs of one seed (the same initial weights; the recorded arms, the
+    # same clip stream) count once, as their mean.
     leak = {"live-leak-s1": base + 0.55, "live-leak-s3": base + 0.35}
     leak |= {"recorded-leak-s1": base, "recorded-leak-s3": base}
     pooled = results | {k: {"per_clip": {"psnr": v.tolist()}} for k, v in leak.items()}
