@@ -232,7 +232,8 @@ class TrainConfig:
     # Not in the paper: each network's gradient is clipped to this L2 norm before its update
     # (torch.nn.utils.clip_grad_norm_); 0: off. A guard against the rare blow-up of multi-step
     # training: G's gradient norm is 20-70 in the small preset's runs, and 10,000 as one
-    # diverged (README, "Training that works").
+    # diverged (README, "Training that works"). A norm past float32 (not finite) skips the
+    # update and stops training, as a non-finite loss does.
     clip_grad: float = 0.0
     batch: int = 8  # clips per step (per process)
     steps: int = 500_000

@@ -3,8 +3,9 @@ import math
 
 import pytest
 import torch
-from avg_rt.train.steps import d_step, g_step, split
+from avg_rt.train.steps import _update, d_step, g_step, split
 from conftest import SMALL
+from torch import nn
 
 from avg_rt.config import TrainConfig
 from avg_rt.losses import adversarial_loss, gdl_loss, generator_loss, lp_loss
@@ -117,14 +118,34 @@ def test_clip_grad_bounds_each_networks_update(scaled):
         run = dataclasses.replace(cfg, clip_grad=clip)
         scaler = (lambda: torch.amp.GradScaler("cpu")) if scaled else (lambda: None)
         before = [[p.detach().clone() for p in n.parameters()] for n in (G, D)]
-        d_step(G, D, opt_d, batch, run, scaler=scaler())
-        g_step(G, D, opt_g, batch, run, scaler=scaler())
+        logs = d_step(G, D, opt_d, batch, run, scaler=scaler())
+        logs |= g_step(G, D, opt_g, batch, run, scaler=scaler())
+        # The norm before clipping is logged (with clipping on), what it was clipped from.
+        norms = [logs.get(f"grad/{n}_norm") for n in "gd"]
+        assert norms == [None, None] if not clip else all(n > 0.05 for n in norms)
         moved[clip] = [
             math.sqrt(sum(((p.detach() - b) ** 2).sum().item() for p, b in zip(n.parameters(), bs)))
             for n, bs in zip((G, D), before)
         ]
     assert all(m > 0.05 for m in moved[0.0])  # unclipped, both moved far more than 0.01
     assert moved[0.01] == pytest.approx([0.01, 0.01], rel=1e-3)
+
+
+def test_a_gradient_norm_past_float32_skips_the_update():
+    """clip_grad_norm_ of a gradient whose norm overflows float32 returns inf and multiplies
+    the gradient by 0: a blown-up run (issue 11's lam_adv 12 arm) then went on updating from
+    Adam's momentum alone, its losses finite and G predicting noise. The update is skipped
+    instead, and the norm reported, on which training stops."""
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 1)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1)
+    x = torch.rand(4, 3)
+    assert _update(lin(x).sum(), opt, None, clip=1.0)["norm"] > 0  # a step: Adam has momentum
+    before = [p.detach().clone() for p in lin.parameters()]
+    assert _update(1e30 * lin(x).sum(), opt, None, clip=1.0) == {"norm": math.inf}
+    for p, b in zip(lin.parameters(), before):
+        assert torch.equal(p.detach(), b)
+    assert _update(lin(x).sum(), opt, None) == {}  # without clipping no norm is computed
 
 
 def test_steps_under_bf16_autocast():

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 import os
 import signal
 
@@ -227,6 +228,34 @@ def test_a_dead_finest_scale_is_logged_and_named_at_the_end(tiny_dataset, tmp_pa
     assert capsys.readouterr().err.count(DEAD_FINEST) == 1
     train(cfg, train_v, tmp_path / "alive", test_v, progress=False)
     assert DEAD_FINEST not in capsys.readouterr().err
+
+
+def test_a_gradient_norm_that_is_not_finite_stops_training(tiny_dataset, tmp_path, monkeypatch):
+    """With --clip-grad, a gradient norm past float32 (issue 11's lam_adv 12 arm: losses finite,
+    G's gradient inf, G predicting noise for the rest of the run) stops training as a NaN loss
+    does: one line naming it, the last good checkpoint kept."""
+    from avg_rt.train.loop import TrainingDiverged
+
+    train_v, test_v = _videos(tiny_dataset)
+    cfg = dataclasses.replace(TINY, steps=9, clip_grad=100.0)  # saves at 3, 6, 9
+    real, done = torch.nn.utils.clip_grad_norm_, [0]
+
+    def norm(params, max_norm):  # every update of step 5 (the first: D's) overflows
+        n = real(params, max_norm)
+        return torch.tensor(math.inf) if done[0] == 4 else n
+
+    def after(step, G, D):
+        done[0] = step
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", norm)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, train_v, run, test_v, progress=False, after_step=after)
+    line = str(e.value)
+    assert "at step 5 (grad/d_norm is inf); kept the checkpoint of step 3 (--resume it" in line
+    assert done[0] == 4 and checkpoint.load(run / "checkpoint.pt")["step"] == 3
+    logged = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["grad/g_norm"]) for r in logged if r["step"] < 5 and "loss/g" in r)
 
 
 @pytest.mark.parametrize("kill_at", [4, 6])

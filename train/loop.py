@@ -305,7 +305,7 @@ def train(
     stop = StopSignals()
     stopped_by = 0  # the signal every rank agreed to stop on (0: none)
     failure = None  # why a live stream cannot go on
-    diverged = None  # the loss that was not finite
+    diverged = None  # the loss (or gradient norm) that was not finite
     # Clips drawn and the time it took, since the last summary (at `since`).
     sampled, sampling_s, since = 0, 0.0, time.perf_counter()
 
@@ -351,9 +351,10 @@ def train(
             )
             step += 1
             # Every rank agrees, so that all stop before the next collective; nothing of a
-            # step with a non-finite loss is saved (its update may be NaN). With FP16 an
-            # overflowing loss is expected: its scaler skips the update, and save() checks.
-            losses = [] if fp16 else ["loss/d", "loss/g"]
+            # step with a non-finite loss or (--clip-grad) gradient norm is saved (its update
+            # may be NaN, or was skipped). With FP16 an overflow is expected: its scaler skips
+            # the update, and save() checks.
+            losses = [] if fp16 else ["loss/d", "loss/g", "grad/d_norm", "grad/g_norm"]
             bad = next((k for k in losses if not math.isfinite(logs.get(k, 0))), None)
             if distributed.max_over_ranks(int(bad is not None), dist, device):
                 diverged = f"{bad} is {logs[bad]}" if bad else "a loss not finite on another rank"

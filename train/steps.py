@@ -11,6 +11,7 @@ step detaches G's predictions; the G step freezes D's parameters but back-propag
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -108,25 +109,31 @@ def _update(
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     clip: float = 0.0,
-) -> None:
+) -> dict[str, float]:
     """Backward and optimizer step, outside autocast, the gradient clipped to L2 norm `clip`
     over all of `opt`'s parameters (0: not). With FP16 autocast a GradScaler scales the loss
     so that small gradients do not flush to zero in FP16 (and unscales them before clipping),
-    and skips steps whose gradients overflowed; BF16 has FP32's range and needs none."""
+    and skips steps whose gradients overflowed; BF16 has FP32's range and needs none.
+
+    With `clip`, returns {"norm": the gradient's norm before clipping}. Without a scaler a norm
+    that is not finite skips the update: clip_grad_norm_ would multiply the gradient by
+    clip / inf = 0, which zeroes a gradient too large for float32's norm (a run then trains on
+    nothing, its losses finite) and turns an infinite one into NaN; training stops on it."""
     opt.zero_grad(set_to_none=True)
     params = [p for group in opt.param_groups for p in group["params"]]
     if scaler is None:
         loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        return
+        norm = torch.nn.utils.clip_grad_norm_(params, clip).item() if clip else 0.0
+        if math.isfinite(norm):
+            opt.step()
+        return {"norm": norm} if clip else {}
     scaler.scale(loss).backward()
     if clip:
         scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
     scaler.step(opt)
     scaler.update()
+    return {"norm": norm} if clip else {}
 
 
 def d_step(
@@ -150,8 +157,12 @@ def d_step(
         logits_real, logits_fake = d_logits(G, D, clip, cfg, steps, corner)
         loss = adversarial_loss(logits_real, real=True, smoothing=cfg.d_label_smoothing)
         loss = loss + adversarial_loss(logits_fake, real=False)
-    _update(loss, opt_d, scaler, cfg.clip_grad)
-    return {"loss/d": loss.item(), **d_accuracy(logits_real, logits_fake, "d/")}
+    norm = _update(loss, opt_d, scaler, cfg.clip_grad)
+    return {
+        "loss/d": loss.item(),
+        **{f"grad/d_{k}": v for k, v in norm.items()},
+        **d_accuracy(logits_real, logits_fake, "d/"),
+    }
 
 
 def d_logits(
@@ -239,7 +250,7 @@ def g_step(
             "adv": cfg.lam_adv * logs.get("train/adv_scale", 1.0),
         }
         logs |= _gradient_norms({k: weights[k] * t for k, t in terms.items()}, unwrap(G))
-    _update(loss, opt_g, scaler, cfg.clip_grad)
+    logs |= {f"grad/g_{k}": v for k, v in _update(loss, opt_g, scaler, cfg.clip_grad).items()}
     if D is not None:
         D.requires_grad_(True)
     m = frame_metrics(joined[-1][-targets.shape[0] :].detach(), targets[:, steps - 1])
