@@ -70,6 +70,13 @@ class ModelConfig:
     # sprite's two colours is a smudge that no later step repairs; a pick is one of them,
     # exactly. `--form select-hard`.
     select_hard: bool = False
+    # Not in the paper, with `select`: each pixel's blend takes from a select_window x
+    # select_window neighbourhood of every history frame (odd; 1: the pixel itself, the select
+    # form), so a sprite that moved up to select_window // 2 pixels at that scale is a pick of
+    # its earlier pixels, not a change the network must draw. Ms. Pac-Man's sprites move up to
+    # 4 pixels per recorded frame. Starts as `select` (the weight on the last frame's own
+    # pixel). `--select-window K`.
+    select_window: int = 1
     # Not in the paper, delta form only, inference only (eval mode: rollouts, exports): a pixel
     # whose predicted change from the last input frame is below `deadzone` in every channel
     # keeps the last frame's value exactly. In 1/255ths of the value range (8-bit levels for
@@ -142,8 +149,14 @@ class ModelConfig:
     @property
     def g_out_channels(self) -> int:
         """Channels of each generator scale's last convolution: the frame's (or its change's),
-        and with `select` one blend logit per history frame."""
-        return self.channels + (self.history_len if self.select else 0)
+        and with `select` one blend logit per history frame (and offset: `blend_sources`)."""
+        return self.channels + (self.blend_sources if self.select else 0)
+
+    @property
+    def blend_sources(self) -> int:
+        """With `select`: the values each pixel's blend chooses among, one logit each: every
+        history frame at every offset of the select window."""
+        return self.history_len * self.select_window**2
 
     @property
     def min_frame_size(self) -> int:
@@ -168,6 +181,10 @@ class ModelConfig:
             raise ConfigError(f"deadzone must be in [0, 255) levels, got {self.deadzone}")
         if self.select and not self.delta:
             raise ConfigError("select needs the delta form (a change added to the blend)")
+        if self.select_window < 1 or self.select_window % 2 == 0:
+            raise ConfigError(f"select_window must be odd and >= 1, got {self.select_window}")
+        if self.select_window > 1 and not self.select:
+            raise ConfigError("select_window needs the select form (a blend of the history)")
         if self.select_hard and not self.select:
             raise ConfigError("select_hard needs the select form (a pick among the history)")
         if self.deadzone and not self.delta:
@@ -414,10 +431,11 @@ def resolve_config(
     channels: int | None = None,
     value_range: tuple[float, float] | None = None,
     g_leak: float | None = None,
+    select_window: int | None = None,
     **overrides: Any,
 ) -> TrainConfig:
     """The preset with every override that is not None applied (`form`, `channels`,
-    `value_range` and `g_leak` to its model)."""
+    `value_range`, `g_leak` and `select_window` to its model)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -427,11 +445,19 @@ def resolve_config(
         model = dataclasses.replace(model, channels=channels)
     if value_range is not None:
         model = dataclasses.replace(model, value_range=(value_range[0], value_range[1]))
-    if g_leak is not None:
-        model = dataclasses.replace(model, g_leak=g_leak)
+    model = with_network_options(model, g_leak, select_window)
     cfg = dataclasses.replace(cfg, model=model)
     cfg.validate()
     return cfg
+
+
+def with_network_options(
+    model: ModelConfig, g_leak: float | None = None, select_window: int | None = None
+) -> ModelConfig:
+    """`model` with the network options given on the command line (--g-leak,
+    --select-window) where not None."""
+    changes: dict[str, Any] = {"g_leak": g_leak, "select_window": select_window}
+    return dataclasses.replace(model, **{k: v for k, v in changes.items() if v is not None})
 
 
 def to_dict(cfg: ModelConfig | TrainConfig) -> dict[str, Any]:

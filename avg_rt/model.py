@@ -10,6 +10,7 @@ It is fully convolutional: every resize goes to a size computed from the input s
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import torch
@@ -83,10 +84,18 @@ SELECT_LAST_LOGIT = 5.0
 
 
 def blend_history(
-    history: torch.Tensor, logits: torch.Tensor, hard: bool = False, straight_through: bool = False
+    history: torch.Tensor,
+    logits: torch.Tensor,
+    hard: bool = False,
+    straight_through: bool = False,
+    window: int = 1,
 ) -> torch.Tensor:
     """Per pixel, the softmax(`logits`)-weighted sum of the frames of `history`: (B, C * L,
     h, w) and (B, L, h, w) -> (B, C, h, w), in float32.
+
+    `window` K > 1: the sources are every frame's values at the K x K offsets around the pixel
+    (the frame's edge repeated beyond it), logits (B, L * K * K, h, w), frame by frame, offsets
+    row by row: logit l * K * K + i * K + j takes frame l at (y + i - K // 2, x + j - K // 2).
 
     `hard`: each pixel takes the frame of its largest logit alone (one-hot weights; of tied
     logits, as rounding to FP16, BF16 or INT8 can make, the oldest frame), so a pick is an
@@ -102,8 +111,20 @@ def blend_history(
             weights = soft + (weights - soft).detach()
     else:
         weights = torch.softmax(x, dim=1)
-    frames = history.float().unflatten(1, (logits.shape[1], -1))  # (B, L, C, h, w)
+    frames = history.float().unflatten(1, (logits.shape[1] // window**2, -1))  # (B, L, C, h, w)
+    if window > 1:
+        frames = shifted(frames, window)
     return (weights.unsqueeze(2) * frames).sum(1)
+
+
+def shifted(frames: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, L, C, h, w) -> (B, L * K * K, C, h, w): each frame at every offset of the K x K
+    `window`, in `blend_history`'s order; Pad (edge) and Slice in an ONNX graph."""
+    b, n, c, h, w = frames.shape
+    r = window // 2
+    padded = F.pad(frames.flatten(1, 2), (r, r, r, r), mode="replicate").unflatten(1, (n, c))
+    views = [padded[..., i : i + h, j : j + w] for i in range(window) for j in range(window)]
+    return torch.stack(views, 2).flatten(1, 2)
 
 
 def clip_unit(x: torch.Tensor, straight_through: bool) -> torch.Tensor:
@@ -187,9 +208,13 @@ class Generator(nn.Module):
                 last = cast(nn.Conv2d, cast(ScaleGenerator, net).convs[-1])
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(cast(torch.Tensor, last.bias))
-                if cfg.select:
+                if cfg.select:  # the last frame's own pixel: its centre offset
+                    n, frames, k = cfg.blend_sources, cfg.history_len, cfg.select_window
+                    # With a window, the logit that gives it the weight it has without one.
+                    logit = SELECT_LAST_LOGIT + math.log(max(n - 1, 1) / max(frames - 1, 1))
                     with torch.no_grad():
-                        cast(torch.Tensor, last.bias)[-1] = SELECT_LAST_LOGIT
+                        centre = cfg.channels + n - (k * k + 1) // 2
+                        cast(torch.Tensor, last.bias)[centre] = logit
 
     def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
         """Predictions of every scale, coarsest first; each (B, C, H // 2^k, W // 2^k).
@@ -206,7 +231,8 @@ class Generator(nn.Module):
                 up, out = None, net(x)
             if self.cfg.select:  # a change to a per-pixel blend of the history frames
                 hard = self.cfg.select_hard
-                base = blend_history(x, out[:, c:], hard, straight_through=self.training)
+                k = self.cfg.select_window
+                base = blend_history(x, out[:, c:], hard, self.training, window=k)
                 preds.append(clip_unit(base + out[:, :c], straight_through=self.training))
             elif self.cfg.delta:  # a change to the last input frame at this scale
                 preds.append(clip_unit(x[:, -c:] + out, straight_through=self.training))

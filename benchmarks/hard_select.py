@@ -24,10 +24,12 @@ from avg_rt.errors import CheckpointError
 from avg_rt.model import blend_history  # bound here: main() patches the module's name
 
 
-def hard_blend(history: torch.Tensor, logits: torch.Tensor, *_: bool, **__: bool) -> torch.Tensor:
+def hard_blend(
+    history: torch.Tensor, logits: torch.Tensor, *_: bool, window: int = 1, **__: bool
+) -> torch.Tensor:
     """`blend_history`'s hard pick (the select-hard form's, at inference) in place of the
     blend these weights were trained for."""
-    return blend_history(history, logits, hard=True)
+    return blend_history(history, logits, hard=True, window=window)
 
 
 def not_select_checkpoint(path: Path) -> str | None:

@@ -67,6 +67,10 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
             "1",
             "--alpha",
             "1.5",
+            "--form",
+            "select",
+            "--select-window",
+            "5",
             "--dry-run",
         ],
     )
@@ -74,6 +78,7 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
     cfg = json.loads(result.output)
     assert cfg["steps"] == 7 and cfg["adversarial"] is False and cfg["lr_g"] == 0.001
     assert cfg["l_num"] == 1 and cfg["alpha"] == 1.5
+    assert cfg["model"]["select"] and cfg["model"]["select_window"] == 5
     assert cfg["lr_d"] == PRESETS["paper"].lr_d  # left to the preset
     assert cfg["model"]["g_maps"][0] == [128, 256, 128]  # the paper's
     assert not (tmp_path / "r").exists()
@@ -98,6 +103,10 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         ),
         (["train", "--data", "{tmp}", "--out", "{tmp}/file"], "{tmp}/file is a file, not a run"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--palette", "x"], "auto or none, got"),
+        (
+            ["train", "--data", "{tmp}", "--out", "{tmp}/r", "--select-window", "3"],
+            "select_window needs the select form",
+        ),
         (
             ["train", "--data", "raw:-:32x32x3", "--out", "{tmp}/r", "--palette", "auto"],
             "a live stream has none",

@@ -175,6 +175,45 @@ def test_select_form_starts_near_copying_and_can_pick_an_older_frame():
         dataclasses.replace(SMALL, delta=False, select=True).validate()
 
 
+def test_select_window_starts_as_select_and_picks_a_moved_pixel():
+    """--select-window K: a new generator puts on the last frame's own pixel the weight the
+    select form does (98%: "nothing changes"), and a logit at an offset picks the frame's
+    value there exactly: a sprite that moved, taken from where it was."""
+    from avg_rt.config import with_form
+    from avg_rt.model import blend_history, shifted
+
+    cfg = dataclasses.replace(with_form(SMALL, "select"), select_window=3)
+    assert cfg.blend_sources == 4 * 9 and cfg.g_out_channels == 3 + 36
+    torch.manual_seed(0)
+    x = torch.rand(2, 12, 40, 48) * 2 - 1
+    torch.manual_seed(1)
+    plain = Generator(with_form(SMALL, "select"))
+    torch.manual_seed(1)
+    windowed = Generator(cfg)
+    bias = windowed.finest_last_conv().bias.detach()[3:]
+    weights = torch.softmax(bias, 0)
+    assert weights.argmax() == 3 * 9 + 4  # the last frame, offset (0, 0)
+    assert weights.max().item() == pytest.approx(
+        torch.softmax(plain.finest_last_conv().bias[3:], 0).max().item()
+    )
+    # One-hot logits on frame 1 at offset (-1, +1): each pixel takes frame 1's value one row
+    # up and one column right (the edge repeated beyond the frame).
+    logits = torch.zeros(2, 36, 40, 48)
+    logits[:, 1 * 9 + 0 * 3 + 2] = 60
+    picked = blend_history(x, logits, window=3)
+    frame1 = x[:, 3:6]
+    torch.testing.assert_close(picked[..., 1:, :-1], frame1[..., :-1, 1:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(picked[..., 0, :-1], frame1[..., 0, 1:], rtol=0, atol=1e-6)
+    # select-hard with a window: every pixel is exactly one of its 36 sources.
+    hard = blend_history(x, torch.randn(2, 36, 40, 48), hard=True, window=3)
+    sources = shifted(x.unflatten(1, (4, 3)), 3)  # (2, 36, 3, 40, 48)
+    assert (hard[:, None] == sources).all(2).any(1).all()
+    with pytest.raises(ConfigError, match="select_window must be odd"):
+        dataclasses.replace(cfg, select_window=2).validate()
+    with pytest.raises(ConfigError, match="select_window needs the select form"):
+        dataclasses.replace(SMALL, select_window=3).validate()
+
+
 def test_select_hard_picks_one_history_frame_and_its_logits_still_learn():
     """select-hard: in training and at inference each pixel is exactly one history frame (plus
     the change), the one of largest logit; the gradient reaches the logits (straight-through);

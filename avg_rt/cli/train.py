@@ -20,6 +20,7 @@ from avg_rt.config import (
     training_form,
     with_form,
     with_inference_options,
+    with_network_options,
 )
 from avg_rt.files import check_outside
 
@@ -169,6 +170,14 @@ def train(
             help="Slope of G's hidden activations below 0 (LeakyReLU; default 0: the paper's "
             "ReLU). Keeps a gradient through units that are negative on every input, which "
             "with ReLU are dead and can leave a delta generator copying the last frame."
+        ),
+    ] = None,
+    select_window: Annotated[
+        int | None,
+        Opt(
+            help="With --form select or select-hard: each pixel's blend takes from this odd "
+            "K x K neighbourhood of every history frame (default 1: the pixel itself), so a "
+            "sprite that moved up to K // 2 pixels is picked, not drawn."
         ),
     ] = None,
     unroll: Annotated[
@@ -328,7 +337,9 @@ def train(
         seed=seed,
     )
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
-    cfg = resolve_config(preset or "small", form, chans, vrange, g_leak, device=device, **overrides)
+    cfg = resolve_config(
+        preset or "small", form, chans, vrange, g_leak, select_window, device=device, **overrides
+    )
     if palette not in (None, "auto", "none"):
         raise ConfigError(f"--palette must be auto or none, got {palette!r}")
     # Inference-only options given now; --palette auto is read off the data once it is open.
@@ -364,8 +375,8 @@ def train(
                 channels=chans if chans is not None else base.channels,
                 value_range=vrange or base.value_range,
             )
-        if g_leak is not None:
-            model = dataclasses.replace(model or saved.model, g_leak=g_leak)
+        if g_leak is not None or select_window is not None:
+            model = with_network_options(model or saved.model, g_leak, select_window)
         # Inference-only options are free to change on a resume, and kept unless given.
         if model is not None:
             keep = {k: getattr(saved.model, k) for k in INFERENCE_ONLY}

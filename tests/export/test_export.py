@@ -203,12 +203,16 @@ def test_deadzone_is_part_of_the_exported_graph(tmp_path):
             np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("form, leak", [("select", 0.0), ("select", 0.2), ("select-hard", 0.0)])
-def test_select_form_exports_to_onnx(form, leak):
+@pytest.mark.parametrize(
+    "form, leak, window",
+    [("select", 0.0, 1), ("select", 0.2, 1), ("select-hard", 0.0, 1), ("select", 0.0, 3)],
+)
+def test_select_form_exports_to_onnx(form, leak, window):
     """The select form's softmax blend of the history frames is in the ONNX graph, FP32 and
     FP16 (the blend in float32), and gives PyTorch's prediction; so do LeakyReLU units
-    (`g_leak`) and select-hard's pick (in FP16 a pixel whose two largest logits nearly tie
-    may pick the other frame: few do)."""
+    (`g_leak`), a blend over a window of offsets (`select_window`, edge-padded) and
+    select-hard's pick (in FP16 a pixel whose two largest logits nearly tie may pick the other
+    frame: few do)."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -218,7 +222,8 @@ def test_select_form_exports_to_onnx(form, leak):
     from avg_rt.config import with_form
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(with_form(PRESETS["small"].model, form), g_leak=leak)
+    model = with_form(PRESETS["small"].model, form)
+    cfg = dataclasses.replace(model, g_leak=leak, select_window=window)
     gen = busy_generator(cfg).eval()
     for scale in gen.scales:  # logits that vary per pixel, around an even blend
         torch.nn.init.normal_(scale.convs[-1].weight[3:], std=1.0)
