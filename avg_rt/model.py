@@ -97,8 +97,9 @@ def blend_history(
     (the frame's edge repeated beyond it), logits (B, L * K * K, h, w), frame by frame, offsets
     row by row: logit l * K * K + i * K + j takes frame l at (y + i - K // 2, x + j - K // 2).
 
-    `hard`: each pixel takes the frame of its largest logit alone (one-hot weights; of tied
-    logits, as rounding to FP16, BF16 or INT8 can make, the oldest frame), so a pick is an
+    `hard`: each pixel takes the source of its largest logit alone (one-hot weights; of tied
+    logits, as rounding to FP16, BF16 or INT8 can make, the first in that order: the oldest
+    frame, with a window at its first offset), so a pick is an
     exact earlier value, never a blend of two colours. `straight_through` (training, with
     `hard`): the forward pass is that pick, the gradient the softmax's, so the logits still
     learn."""
