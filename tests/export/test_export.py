@@ -205,7 +205,13 @@ def test_deadzone_is_part_of_the_exported_graph(tmp_path):
 
 @pytest.mark.parametrize(
     "form, leak, window",
-    [("select", 0.0, 1), ("select", 0.2, 1), ("select-hard", 0.0, 1), ("select", 0.0, 3)],
+    [
+        ("select", 0.0, 1),
+        ("select", 0.2, 1),
+        ("select-hard", 0.0, 1),
+        ("select", 0.0, 3),
+        ("select-hard", 0.0, 3),
+    ],
 )
 def test_select_form_exports_to_onnx(form, leak, window):
     """The select form's softmax blend of the history frames is in the ONNX graph, FP32 and
