@@ -206,26 +206,37 @@ def test_periodic_tests_roll_out_as_a_checkpoint_does_then_training_resumes():
     assert scores["test/psnr_step1"] != scores["test/baseline_psnr_step1"]
 
 
-def test_a_dead_finest_scale_is_logged_and_named_at_the_end(tiny_dataset, tmp_path, capsys):
+def test_a_dead_finest_scale_is_logged_and_named_when_it_dies_and_at_the_end(
+    tiny_dataset, tmp_path, capsys
+):
     """A generator whose finest scale's last hidden layer has died (no unit positive: with
-    ReLU it outputs its bias alone, the copier of issue 14's seed 7) shows as 0 in
-    test/g_live_units_scale3 and gets one warning line at the end of training."""
+    ReLU it outputs its bias alone, the copier of issue 14's seed 7 and of issue 11's G-only
+    select-window seed 1) shows as 0 in test/g_live_units_scale3 and gets a warning line at
+    the first test that sees it and again at the end of training; one line if that test is
+    the last."""
     from avg_rt.train.loop import DEAD_FINEST
 
     train_v, test_v = _videos(tiny_dataset)
     cfg = dataclasses.replace(TINY, model=dataclasses.replace(SMALL, delta=True), adversarial=False)
 
-    def kill(step, G, D):
-        if step == cfg.steps - 1:  # before the last test
-            torch.nn.init.constant_(G.scales[-1].convs[-3].bias, -100.0)
+    def killer(at):
+        def kill(step, G, D):
+            if step == at:
+                torch.nn.init.constant_(G.scales[-1].convs[-3].bias, -100.0)
 
-    train(cfg, train_v, tmp_path / "dead", test_v, progress=False, after_step=kill)
+        return kill
+
+    train(cfg, train_v, tmp_path / "dead", test_v, progress=False, after_step=killer(5))
     logs = [json.loads(line) for line in (tmp_path / "dead" / "log.jsonl").read_text().splitlines()]
     tests = [r for r in logs if "test/g_live_units_scale3" in r]
     assert [r["step"] for r in tests] == [3, 6]
     assert tests[0]["test/g_live_units_scale3"] > 0 and tests[1]["test/g_live_units_scale3"] == 0
     assert tests[1]["test/g_live_units_scale2"] > 0
-    assert capsys.readouterr().err.count(DEAD_FINEST) == 1
+    assert capsys.readouterr().err.count(f"{DEAD_FINEST} (test at iteration 6)") == 1
+    train(cfg, train_v, tmp_path / "early", test_v, progress=False, after_step=killer(2))
+    err = capsys.readouterr().err
+    assert err.count(DEAD_FINEST) == 2 and "(test at iteration 3)" in err
+    assert "(test at iteration 6)" in err
     train(cfg, train_v, tmp_path / "alive", test_v, progress=False)
     assert DEAD_FINEST not in capsys.readouterr().err
 

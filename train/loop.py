@@ -306,6 +306,7 @@ def train(
     stopped_by = 0  # the signal every rank agreed to stop on (0: none)
     failure = None  # why a live stream cannot go on
     diverged = None  # the loss (or gradient norm) that was not finite
+    was_dead = False  # G's finest scale dead (DEAD_FINEST) at the last test
     # Clips drawn and the time it took, since the last summary (at `since`).
     sampled, sampling_s, since = 0, 0.0, time.perf_counter()
 
@@ -397,8 +398,11 @@ def train(
                     on_log(step, scores)
                 finest = f"test/g_live_units_scale{cfg.model.n_scales - 1}"
                 dead = not cfg.model.g_leak and scores.get(finest) == 0.0
-                if dist.is_main and dead and step == cfg.steps:
-                    print(DEAD_FINEST, file=sys.stderr)
+                # Said when it happens (the run will not recover: stop it or let it finish),
+                # and again at the end, where the run's last lines are read.
+                if dist.is_main and dead and (not was_dead or step == cfg.steps):
+                    print(f"{DEAD_FINEST} (test at iteration {step})", file=sys.stderr)
+                was_dead = dead
             if step % cfg.save_interval == 0 and (diverged := save()):
                 break
             if bar is not None and (step % cfg.log_interval == 0 or step == cfg.steps):
