@@ -398,7 +398,7 @@ def train(
                     on_log(step, scores)
                 finest = f"test/g_live_units_scale{cfg.model.n_scales - 1}"
                 dead = not cfg.model.g_leak and scores.get(finest) == 0.0
-                # Said when it happens (the run will not recover: stop it or let it finish),
+                # Said when it happens (no run seen recovered: the user may stop it now),
                 # and again at the end, where the run's last lines are read.
                 if dist.is_main and dead and (not was_dead or step == cfg.steps):
                     print(f"{DEAD_FINEST} (test at iteration {step})", file=sys.stderr)
