@@ -251,6 +251,24 @@ def test_select_form_exports_to_onnx(form, leak, window):
             np.testing.assert_allclose(got, want, atol=atol)
 
 
+def test_a_batch_is_judged_by_its_worst_frame():
+    """An FP16/INT8 check passes on PSNR; one exact frame in a batch must not make the batch's
+    PSNR infinite while another frame is off (the mean over frames did)."""
+    import math
+
+    import torch
+    from avg_rt.export.verify import _diff
+
+    from avg_rt.metrics import psnr, to_unit
+
+    ref = torch.zeros(2, 3, 8, 8)
+    out = ref.clone()
+    out[1, 0, :4] = 0.5  # frame 0 exact, frame 1 off
+    max_abs, _, db = _diff(out, ref)
+    assert max_abs == 0.5 and math.isfinite(db)
+    assert db == psnr(to_unit(out[1:]), to_unit(ref[1:])).item() < 40
+
+
 def test_deadzone_flips_are_forgiven_only_at_the_threshold():
     """A pixel that one backend keeps and the other changes by the threshold +- 1e-6 is a
     flip of the hard cut (forgiven, counted); one changed by far more is a real error."""
