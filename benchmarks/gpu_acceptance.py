@@ -17,7 +17,9 @@ Runs, in order, and goes on past a failure so that one run says everything:
 Each step's command, exit status, time and output go to `summary.json` and `summary.md` beside
 the benchmarks' own results, with the GPU's name, rewritten after every step so that a run cut
 short still says what it did; `--step-timeout` stops a step that runs too long (it counts as
-failed). Exit status: the number of failed steps.
+failed), and `--skip STEP` (repeatable, e.g. `--skip "live sampler"`) leaves a step out, so a
+short lease can go on from where the last one stopped (into another `--out`: a summary
+covers one run). Exit status: the number of failed steps.
 """
 
 from __future__ import annotations
@@ -119,7 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--step-timeout", type=float, metavar="SECONDS", help="stop a step after this long"
     )
+    p.add_argument(
+        "--skip", action="append", default=[], metavar="STEP",
+        help="leave out this step (repeatable; e.g. what an earlier lease already ran)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    names = [name for name, _ in steps(Path(), Path())]
+    unknown = [name for name in args.skip if name not in names]
+    if unknown:
+        print(
+            f"gpu_acceptance: --skip {unknown[0]!r}: no such step (steps: {', '.join(names)})",
+            file=sys.stderr,
+        )
+        return 2
     if not torch.cuda.is_available():
         print("gpu_acceptance: torch sees no CUDA GPU here (run `avg-rt doctor`)", file=sys.stderr)
         return 1
@@ -132,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python", "benchmarks/gpu_acceptance.py", *given])
     with tempfile.TemporaryDirectory(prefix="avg-rt-acceptance-") as tmp:
         for name, cmd in steps(out, Path(tmp), args.full):
+            if name in args.skip:
+                continue
             print(f"== {name}: {' '.join(cmd)}", flush=True)
             t0 = time.perf_counter()
             code, output = run_step(cmd, args.step_timeout)

@@ -281,9 +281,39 @@ def test_gpu_acceptance_script_steps_and_refusal_without_a_gpu(tmp_path, capsys)
     for script_path in ("benchmarks/parity.py", "benchmarks/rollout_overhead.py",
                         "benchmarks/live.py"):  # fmt: skip
         assert (script.parents[1] / script_path).is_file()
+    # A step that does not exist is refused before anything runs, naming the ones that do.
+    assert module["main"](["--skip", "live sampler", "--skip", "sped"]) == 2
+    err = capsys.readouterr().err
+    assert "--skip 'sped': no such step" in err and "rollout overhead" in err
     if not torch.cuda.is_available():
-        assert module["main"]([]) == 1
+        assert module["main"](["--skip", "live sampler"]) == 1
         assert "torch sees no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_gpu_acceptance_skips_the_steps_it_is_told_to(tmp_path, monkeypatch):
+    """`--skip`: the steps named are not run and not in the summary; the others are, in order
+    (steps stood in for by quick commands, the GPU by a name)."""
+    import runpy
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_acceptance.py"
+    module = runpy.run_path(str(script))
+    main = module["main"]
+    names = [name for name, _ in module["steps"](tmp_path, tmp_path)]
+    ran = tmp_path / "ran"
+    quick = [
+        (n, [sys.executable, "-c", f"open({str(ran)!r}, 'a').write({n!r} + '\\n')"]) for n in names
+    ]
+    monkeypatch.setitem(main.__globals__, "steps", lambda *a: quick)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    out = tmp_path / "out"
+    assert main(["--out", str(out), "--skip", "live sampler", "--skip", "speed"]) == 0
+    kept = [n for n in names if n not in ("live sampler", "speed")]
+    assert ran.read_text().splitlines() == kept
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["step"] for d in summary["steps"]] == kept and summary["gpu"] == "Fake GPU"
 
 
 def test_intro_stats_on_a_constructed_intro(tmp_path):
