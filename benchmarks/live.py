@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from avg_rt.train.loop import train
+from scipy import stats
 
 from avg_rt.benchmark.common import RESULTS, environment, load_report, mean_ci95, save
 from avg_rt.config import PRESETS, TrainConfig
@@ -49,16 +50,6 @@ from avg_rt.data.clips import ClipSampler
 from avg_rt.data.live import LiveFeed, LiveOptions, parse_stream
 
 GAME = "atari:ms_pacman"
-# Student's t, 97.5% quantile, by degrees of freedom (a two-sided 95% interval); beyond 30,
-# t(30) (a slightly wider interval than the exact one).
-T975 = dict(
-    enumerate(
-        (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
-        + (2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)
-        + (2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042),
-        start=1,
-    )
-)
 
 
 def rss_mib(pid: int | str = "self") -> float:
@@ -284,10 +275,13 @@ def compare(
     result: str = "live-vs-recorded",
     tags: tuple[str, ...] = ("",),
     arms: tuple[str, str] = ("live", "recorded"),
+    looks: int = 1,
 ) -> None:
     """Per seed (of each series `tags`: models labelled A-T-sN and B-T-sN; "": A-sN), A minus
     B on the same clips, and over the seeds a t interval of their mean differences (the pairs
-    of several series with one seed averaged first)."""
+    of several series with one seed averaged first). `looks`: how many times the over-seeds
+    interval has been judged, this one included; its level is widened to 1 - 0.05 / looks
+    (Bonferroni), so that a series looked at as it grew is not judged at 95%."""
     from avg_rt.benchmark.quality import paired
 
     report = merged_reports(report_paths)
@@ -322,11 +316,13 @@ def compare(
         n: {step: float(np.mean([rows[x][step]["mean"] for x in names])) for step in steps}
         for n, names in by_seed.items()
     }
+    level = 1 - 0.05 / looks
     if len(by_seed) > 1:
-        t = T975.get(len(by_seed) - 1, T975[30])
-        rows[f"over {len(by_seed)} seeds"] = {
-            step: mean_ci95([m[step] for m in seed_means.values()], t) for step in steps
-        }
+        t = float(stats.t.ppf(1 - (1 - level) / 2, len(by_seed) - 1))
+        over = f"over {len(by_seed)} seeds"
+        if looks > 1:
+            over += f" ({100 * level:.2f}%, {looks} looks)"
+        rows[over] = {step: mean_ci95([m[step] for m in seed_means.values()], t) for step in steps}
     merged = {n: m for n, m in seed_means.items() if len(by_seed[n]) > 1}
     lines = [
         f"{first[:1].upper()}{first[1:]} minus "
@@ -337,6 +333,12 @@ def compare(
         "A seed's interval is the clips' spread alone (one pair of runs; clips of one episode "
         "are not independent either), so only the interval over seeds, where the run is the "
         "unit, can show the two within 0.3 dB"
+        + (
+            f"; its interval is {100 * level:.2f}% (Bonferroni for {looks} looks at the "
+            "growing series)"
+            if looks > 1
+            else ""
+        )
         + (
             "; pairs of several series with the same seed (the same initial weights; the "
             "recorded arms, the same clip stream) count once, as their mean."
@@ -368,6 +370,8 @@ def compare(
         "reports": reports,
         "differences": rows,
         "seed_means": seed_means,
+        "looks": looks,
+        "level": level,
     }
     save(result, payload, "\n".join(lines), out)
 
@@ -396,6 +400,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar=("A", "B"),
         help="compare A-sN minus B-sN (default: live recorded)",
     )
+    p.add_argument(
+        "--looks",
+        type=int,
+        default=1,
+        help="times the over-seeds interval has been judged, this one included: its level "
+        "becomes 1 - 0.05/LOOKS (Bonferroni; default 1, a 95%% interval)",
+    )
     args = p.parse_intermixed_args(argv)  # options before or after the reports
     if args.what == "memory":
         memory(args.frames, args.out)
@@ -404,7 +415,10 @@ def main(argv: list[str] | None = None) -> None:
             p.error("compare needs the quality reports' JSON")
         tags = tuple(args.tag) or ("",)
         name = args.name or "-vs-".join(args.arms) + "".join(f"-{t}" for t in tags if t)
-        compare(args.report, args.out, result=name, tags=tags, arms=tuple(args.arms))
+        if args.looks < 1:
+            p.error("--looks must be 1 or more")
+        arms = tuple(args.arms)
+        compare(args.report, args.out, result=name, tags=tags, arms=arms, looks=args.looks)
     else:
         sampler(args.seconds, args.steps, args.fps, args.out, args.device)
 

@@ -495,6 +495,15 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     # Over seeds the run is the unit: (0.05, 0.95) -> 0.50 +- 12.706 * 0.636 / sqrt 2.
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
     assert "seed 2" not in md
+    # A series judged as it grew: after 6 looks, a Bonferroni 99.17% interval,
+    # t(1 df) = tan(pi (0.5 - 0.05 / 12)) = 76.39 -> 0.45 * 76.39.
+    module["compare"]([path], tmp_path, steps=(1, 2), result="looked", looks=6)
+    md = (tmp_path / "looked.md").read_text()
+    assert "| over 2 seeds (99.17%, 6 looks) | +0.50 ± 34.38 | +0.50 ± 34.38 | no |" in md
+    assert "its interval is 99.17% (Bonferroni for 6 looks" in md
+    assert json.loads((tmp_path / "looked.json").read_text())["looks"] == 6
+    with pytest.raises(SystemExit):  # argparse's error: no interval for zero looks
+        module["main"](["compare", "--looks", "0", str(path), "--out", str(tmp_path)])
     # --tag: another recipe's pairs, labelled live-T-sN and recorded-T-sN, in the same report.
     tagged = {k.replace("-s", "-leak-s"): v for k, v in results.items() if k.endswith("s1")}
     path.write_text(json.dumps({**report, "results": {**results, **tagged}}))
