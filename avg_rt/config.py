@@ -267,6 +267,14 @@ class TrainConfig:
     movement_threshold: float = 100.0  # sum of squared differences of [-1, 1] crops
     movement_tries: int = 100
     unfiltered_prob: float = 0.05
+    # Which frames of a clip the movement filter measures. "clip" (the TF project's): all of
+    # them, target included, so a still history is kept mostly where its target moves (a game
+    # starting after a wait), and G learns that still sprites start moving. Not in the TF
+    # project: "history", the history_len input frames only, which selects clips by what G is
+    # given and leaves what follows as the data has it (a still history comes from the
+    # unfiltered fraction, with its true next frames). The threshold is the same, over
+    # history_len - 1 frame pairs instead of all.
+    movement_on: Literal["clip", "history"] = "clip"
     seed: int = 0
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA only
@@ -322,6 +330,8 @@ class TrainConfig:
             raise ConfigError(f"adv_share_cap must be in [0, 1), got {self.adv_share_cap}")
         if not 0.0 <= self.unfiltered_prob <= 1.0:
             raise ConfigError(f"unfiltered_prob must be in [0, 1], got {self.unfiltered_prob}")
+        if self.movement_on not in ("clip", "history"):
+            raise ConfigError(f"movement_on must be clip or history, got {self.movement_on!r}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"amp must be none, bf16 or fp16, got {self.amp!r}")
         if self.test_recursions < 0 or self.test_clips < 0:

@@ -677,3 +677,23 @@ def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(
         with pytest.raises(SystemExit):
             ns["main"](["--data", str(tiny_dataset / "Test"), "--model", f"m={model}"])
         assert f"{model}: {message}" in capsys.readouterr().err
+
+
+def test_filter_bias_script_on_a_wait_then_go_video(tmp_path):
+    """`benchmarks/filter_bias.py`: of the clips with still inputs, the share whose target
+    moved, per sampler, on a video whose one such window in 27 is followed by movement."""
+    import runpy
+
+    from conftest import moving_frames, write_frames
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "filter_bias.py"
+    module = runpy.run_path(str(script))
+    go = moving_frames(t=10, h=32, w=32)
+    write_frames(tmp_path / "data" / "ep", np.concatenate([np.repeat(go[:1], 30, axis=0), go[1:]]))
+    module["main"](["--data", str(tmp_path / "data"), "--out", str(tmp_path), "--clips", "2000"])
+    results = json.loads((tmp_path / "filter-bias.json").read_text())["results"]
+    moved = {way: r["moved_after_still"] for way, r in results.items()}
+    clip, history, data = (moved[w] for w in module["WAYS"])
+    assert clip["share"] > 0.5 and history["share"] < 0.15  # 0.74 and 1/27 expected
+    assert data["lo"] < 1 / 27 < data["hi"] and data["n"] > 1000
+    assert "filter on the 4 inputs (history)" in (tmp_path / "filter-bias.md").read_text()

@@ -71,6 +71,10 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
             "select",
             "--select-window",
             "5",
+            "--movement-on",
+            "history",
+            "--unfiltered-prob",
+            "0.2",
             "--dry-run",
         ],
     )
@@ -79,6 +83,7 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
     assert cfg["steps"] == 7 and cfg["adversarial"] is False and cfg["lr_g"] == 0.001
     assert cfg["l_num"] == 1 and cfg["alpha"] == 1.5
     assert cfg["model"]["select"] and cfg["model"]["select_window"] == 5
+    assert cfg["movement_on"] == "history" and cfg["unfiltered_prob"] == 0.2
     assert cfg["lr_d"] == PRESETS["paper"].lr_d  # left to the preset
     assert cfg["model"]["g_maps"][0] == [128, 256, 128]  # the paper's
     assert not (tmp_path / "r").exists()
@@ -103,6 +108,10 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         ),
         (["train", "--data", "{tmp}", "--out", "{tmp}/file"], "{tmp}/file is a file, not a run"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--palette", "x"], "auto or none, got"),
+        (
+            ["train", "--data", "{tmp}", "--out", "{tmp}/r", "--movement-on", "target"],
+            "movement_on must be clip or history",
+        ),
         (
             ["train", "--data", "{tmp}", "--out", "{tmp}/r", "--select-window", "3"],
             "select_window needs the select form",

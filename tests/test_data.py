@@ -168,6 +168,32 @@ def test_clip_sampler_shapes_determinism_and_movement():
     assert np.mean(moved) < 0.8
 
 
+def test_history_filter_keeps_what_follows_a_still_history_as_the_data_has_it():
+    # 30 still frames, then the square moves: of the 27 clips whose 4 inputs are still, one
+    # (the wait's end) has a target that moved.
+    go = moving_frames(t=10, h=32, w=32)
+    videos = [Video("wait then go", np.concatenate([np.repeat(go[:1], 30, axis=0), go[1:]]))]
+
+    def still_history_moving_target(clips):
+        still = [c for c in clips if (c[1:4] == c[0]).all()]
+        return len(still), np.mean([not (c[4] == c[3]).all() for c in still])
+
+    def sample(**kw):
+        s = ClipSampler(videos, 5, 32, np.random.default_rng(0), movement_threshold=1.0, **kw)
+        return s.sample(2000)
+
+    # The TF project's filter, over all 5 frames: a still history is kept where its target
+    # moves, so still sprites "start moving" in most such clips (expected: 0.74 of ~290).
+    n, moved = still_history_moving_target(sample())
+    assert n > 150 and moved > 0.5
+    # Over the 4 inputs only: still histories come from the unfiltered 5%, with the data's
+    # 1 in 27 (expected: ~77 clips).
+    n, moved = still_history_moving_target(sample(movement_frames=4))
+    assert n > 40 and moved < 0.15
+    with pytest.raises(ValueError, match="movement_frames"):
+        ClipSampler(videos, 5, 32, np.random.default_rng(0), movement_frames=6)
+
+
 def test_model_conversions_round_trip():
     clips = np.random.default_rng(0).integers(0, 256, (2, 5, 3, 8, 8), dtype=np.uint8)
     hist, targets = split(clips_to_float(clips), 4)

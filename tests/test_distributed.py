@@ -14,7 +14,7 @@ from conftest import SMALL
 
 from avg_rt import checkpoint
 from avg_rt.config import PRESETS
-from avg_rt.data.clips import ClipSampler, clips_to_float
+from avg_rt.data.clips import clips_to_float, training_sampler
 from avg_rt.data.sources import load_videos, open_source
 from avg_rt.model import Generator
 
@@ -79,16 +79,7 @@ def test_g_only_ddp_equals_single_process_with_combined_batch(tiny_dataset, tmp_
     # The reference: one process, one G, each step on rank 0's clips followed by rank 1's.
     videos = load_videos(open_source(tiny_dataset / "Train"), 5)
     samplers = [
-        ClipSampler(
-            videos,
-            5,
-            32,
-            np.random.default_rng([cfg.seed, r]),
-            cfg.movement_threshold,
-            cfg.movement_tries,
-            cfg.unfiltered_prob,
-        )
-        for r in range(2)
+        training_sampler(videos, cfg, 5, np.random.default_rng([cfg.seed, r])) for r in range(2)
     ]
     torch.manual_seed(cfg.seed)
     G = Generator(cfg.model)

@@ -35,7 +35,7 @@ from torch import nn
 
 from avg_rt import checkpoint
 from avg_rt.config import ConfigError, TrainConfig, to_dict
-from avg_rt.data.clips import ClipSampler, clips_to_float, frames_to_model, test_clips
+from avg_rt.data.clips import clips_to_float, frames_to_model, test_clips, training_sampler
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import LiveFeed
 from avg_rt.data.sources import Video
@@ -178,22 +178,19 @@ def train(
         live.wait_ready()
         if live.opts.holdout:  # else: the test videos given, if any
             test_videos = live.store.test
-    sampler = ClipSampler(
+    sampler = training_sampler(
         live.store.snapshot if live is not None else videos,  # type: ignore[arg-type]
+        cfg,
         L + cfg.unroll,
-        cfg.crop,
         rng,
-        cfg.movement_threshold,
-        cfg.movement_tries,
-        cfg.unfiltered_prob,
         fmt,
     )
     eval_clips = test_clips(test_videos, L, cfg.test_recursions, cfg.test_clips)
     # Held-out clips for D's accuracy: drawn like training clips, the same ones at every test.
     d_clips = None
     if test_videos and cfg.adversarial:
-        held_out = ClipSampler(
-            test_videos, L + cfg.unroll, cfg.crop, np.random.default_rng(cfg.seed + 1), fmt=fmt
+        held_out = training_sampler(
+            test_videos, cfg, L + cfg.unroll, np.random.default_rng(cfg.seed + 1), fmt
         )
         d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device, fmt)
 

@@ -232,7 +232,7 @@ def discriminator_accuracy(
     checkpoint that keeps D."""
     from avg_rt import checkpoint
     from avg_rt.config import training_form
-    from avg_rt.data.clips import ClipSampler, clips_to_float
+    from avg_rt.data.clips import clips_to_float, training_sampler
     from avg_rt.errors import CheckpointError
     from avg_rt.model import Discriminator, Generator
     from avg_rt.train.loop import held_out_d_accuracy
@@ -254,15 +254,7 @@ def discriminator_accuracy(
         Video(f"clip {i}", np.concatenate([h, y[:k]]))
         for i, (h, y) in enumerate(zip(history, truth))
     ]
-    sampler = ClipSampler(
-        videos,
-        len(history[0]) + k,
-        cfg.crop,
-        np.random.default_rng(seed),
-        cfg.movement_threshold,
-        cfg.movement_tries,
-        cfg.unfiltered_prob,
-    )
+    sampler = training_sampler(videos, cfg, len(history[0]) + k, np.random.default_rng(seed))
     clip = clips_to_float(sampler.sample(windows))
     scores = held_out_d_accuracy(G.eval(), D.eval(), clip, cfg, k)
     return {k.removeprefix("test/"): v for k, v in scores.items()}

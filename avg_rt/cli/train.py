@@ -194,6 +194,17 @@ def train(
             help="Unrolled steps see G's predictions as 8-bit frames, as rollouts do.",
         ),
     ] = None,
+    movement_on: Annotated[
+        str | None,
+        Opt(
+            help="Frames the movement filter measures: clip (all, target included: the TF "
+            "project's) or history (the input frames only, so a still history is not kept "
+            "mostly where its target moves)."
+        ),
+    ] = None,
+    unfiltered_prob: Annotated[
+        float | None, Opt(help="Fraction of clips that skip the movement filter (0.05).")
+    ] = None,
     lam_adv: Annotated[float | None, Opt(help="Weight of the adversarial term.")] = None,
     lam_lp: Annotated[float | None, Opt(help="Weight of the Lp term.")] = None,
     lam_gdl: Annotated[float | None, Opt(help="Weight of the gradient difference term.")] = None,
@@ -323,6 +334,8 @@ def train(
         unroll_ramp=unroll_ramp,
         crop=crop,
         feedback_8bit=feedback_8bit,
+        movement_on=movement_on,
+        unfiltered_prob=unfiltered_prob,
         lam_adv=lam_adv,
         lam_lp=lam_lp,
         lam_gdl=lam_gdl,

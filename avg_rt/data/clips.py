@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from avg_rt.config import TrainConfig
 from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.data.sources import Video
 from avg_rt.errors import DataError
@@ -35,8 +36,11 @@ class ClipSampler:
     sum over consecutive frame pairs of the squared difference of its [-1, 1] crops (`fmt`
     maps frames there) exceeds `movement_threshold` (static background dominates Atari
     frames); after `tries` rejections the last candidate is kept. A fraction `unfiltered_prob`
-    of clips skips the filter. Randomness comes only from `rng`, so a sampler restored with the
-    same generator state draws the same clips from the same videos.
+    of clips skips the filter. With `movement_frames` n the filter measures the clip's first n
+    frames only (the history: what the model is given), so that it selects clips by their
+    inputs and leaves what follows an input as the data has it; None measures them all.
+    Randomness comes only from `rng`, so a sampler restored with the same generator state
+    draws the same clips from the same videos.
 
     `videos` is a sequence, or a callable returning the current one (a live store whose
     segments come and go while training runs: each clip reads it once).
@@ -52,6 +56,7 @@ class ClipSampler:
         tries: int = 100,
         unfiltered_prob: float = 0.05,
         fmt: FrameFormat = RGB8,
+        movement_frames: int | None = None,
     ):
         if callable(videos):
             self._videos = videos
@@ -68,6 +73,9 @@ class ClipSampler:
             tries,
             unfiltered_prob,
         )
+        if movement_frames is not None and not 2 <= movement_frames <= clip_len:
+            raise ValueError(f"movement_frames must be in [2, {clip_len}], got {movement_frames}")
+        self.movement_frames = movement_frames
         lo, hi = fmt.bounds
         self._scale = np.float32(2 / (hi - lo))  # frame units -> [-1, 1] units
 
@@ -80,8 +88,9 @@ class ClipSampler:
         return np.asarray(v.frames[t : t + self.clip_len, y : y + self.crop, x : x + self.crop])
 
     def movement(self, clip: np.ndarray) -> float:
-        """Sum of squared differences between consecutive [-1, 1] frames of a (T, h, w, C) clip."""
-        f = clip.astype(np.float32) * self._scale
+        """Sum of squared differences between consecutive [-1, 1] frames of a (T, h, w, C) clip
+        (of its first `movement_frames` frames, where set)."""
+        f = clip[: self.movement_frames].astype(np.float32) * self._scale
         return float(((f[1:] - f[:-1]) ** 2).sum())
 
     def sample_one(self) -> np.ndarray:
@@ -98,6 +107,28 @@ class ClipSampler:
     def sample(self, n: int) -> np.ndarray:
         """`n` clips as (n, clip_len, C, crop, crop)."""
         return np.stack([self.sample_one() for _ in range(n)]).transpose(0, 1, 4, 2, 3)
+
+
+def training_sampler(
+    videos: Sequence[Video] | Callable[[], Sequence[Video]],
+    cfg: TrainConfig,
+    clip_len: int,
+    rng: np.random.Generator,
+    fmt: FrameFormat = RGB8,
+) -> ClipSampler:
+    """The sampler of training clips `cfg` describes (crop, movement filter), clip_len frames
+    each: the model's history, then the targets."""
+    return ClipSampler(
+        videos,
+        clip_len,
+        cfg.crop,
+        rng,
+        cfg.movement_threshold,
+        cfg.movement_tries,
+        cfg.unfiltered_prob,
+        fmt,
+        cfg.model.history_len if cfg.movement_on == "history" else None,
+    )
 
 
 def clips_to_float(
