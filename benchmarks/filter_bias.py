@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from avg_rt.benchmark.common import RESULTS, environment, save
 from avg_rt.config import TrainConfig
@@ -38,10 +39,8 @@ def share(k: int, n: int) -> dict[str, float]:
     """k of n as a share with its 95% (Wilson) interval."""
     if n == 0:
         return {"share": math.nan, "lo": math.nan, "hi": math.nan, "k": k, "n": n}
-    p, z = k / n, 1.96
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"share": p, "lo": mid - half, "hi": mid + half, "k": k, "n": n}
+    ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+    return {"share": k / n, "lo": float(ci.low), "hi": float(ci.high), "k": k, "n": n}
 
 
 def measure(videos: list, clips: int, seed: int, **changes: object) -> dict[str, dict]:

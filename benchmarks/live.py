@@ -46,7 +46,7 @@ from scipy import stats
 
 from avg_rt.benchmark.common import RESULTS, environment, load_report, mean_ci95, save
 from avg_rt.config import PRESETS, TrainConfig
-from avg_rt.data.clips import ClipSampler
+from avg_rt.data.clips import training_sampler
 from avg_rt.data.live import LiveFeed, LiveOptions, parse_stream
 
 GAME = "atari:ms_pacman"
@@ -156,7 +156,7 @@ def sampler(seconds: float, steps: int, fps: float, out: Path, device: str = "cp
         opts = LiveOptions(holdout=0.0, max_fps=fps)
         with LiveFeed(parse_stream(GAME), opts, clip_len, cfg.crop) as feed:  # type: ignore[arg-type]
             feed.wait_ready()
-            s = ClipSampler(feed.store.snapshot, clip_len, cfg.crop, np.random.default_rng(0))
+            s = training_sampler(feed.store.snapshot, cfg, clip_len, np.random.default_rng(0))
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds:
                 s.sample(cfg.batch)
