@@ -117,6 +117,9 @@ class ModelConfig:
     # Paper: D judges the history followed by the next frame (15 channels); TF project: the
     # next frame alone (3 channels).
     d_conditional: bool = True
+    # Not in the paper: spectral normalisation (Miyato et al., 2018) of every weight of D, which
+    # bounds its Lipschitz constant so that its gradient to G cannot grow without limit.
+    d_spectral_norm: bool = False
     # Side of the square training patches D is built for (its FC sizes depend on it).
     patch_size: int = 32
 
@@ -442,10 +445,11 @@ def resolve_config(
     value_range: tuple[float, float] | None = None,
     g_leak: float | None = None,
     select_window: int | None = None,
+    d_spectral_norm: bool | None = None,
     **overrides: Any,
 ) -> TrainConfig:
     """The preset with every override that is not None applied (`form`, `channels`,
-    `value_range`, `g_leak` and `select_window` to its model)."""
+    `value_range`, `g_leak`, `select_window` and `d_spectral_norm` to its model)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -455,18 +459,25 @@ def resolve_config(
         model = dataclasses.replace(model, channels=channels)
     if value_range is not None:
         model = dataclasses.replace(model, value_range=(value_range[0], value_range[1]))
-    model = with_network_options(model, g_leak, select_window)
+    model = with_network_options(model, g_leak, select_window, d_spectral_norm)
     cfg = dataclasses.replace(cfg, model=model)
     cfg.validate()
     return cfg
 
 
 def with_network_options(
-    model: ModelConfig, g_leak: float | None = None, select_window: int | None = None
+    model: ModelConfig,
+    g_leak: float | None = None,
+    select_window: int | None = None,
+    d_spectral_norm: bool | None = None,
 ) -> ModelConfig:
     """`model` with the network options given on the command line (--g-leak,
-    --select-window) where not None."""
-    changes: dict[str, Any] = {"g_leak": g_leak, "select_window": select_window}
+    --select-window, --d-spectral-norm) where not None."""
+    changes: dict[str, Any] = {
+        "g_leak": g_leak,
+        "select_window": select_window,
+        "d_spectral_norm": d_spectral_norm,
+    }
     return dataclasses.replace(model, **{k: v for k, v in changes.items() if v is not None})
 
 

@@ -16,6 +16,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from avg_rt.config import ModelConfig, training_form
 from avg_rt.data.frames import FrameFormat
@@ -318,6 +319,9 @@ class Discriminator(nn.Module):
             for k, spec in enumerate(zip(cfg.d_maps, cfg.d_kernels, cfg.d_fc))
         )
         _init(self, cfg)
+        if cfg.d_spectral_norm:  # after the init, which writes the unnormalised weights
+            for m in [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
+                spectral_norm(m)
 
     def forward(
         self, frames: list[torch.Tensor], history: list[torch.Tensor] | None = None

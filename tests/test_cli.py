@@ -190,6 +190,7 @@ def test_data_then_train_end_to_end(tmp_path):
         (["--steps", "3"], "already at step 3"),
         (["--steps", "4", "--form", "residual"], "network cannot change"),
         (["--steps", "4", "--g-leak", "0.2"], "cannot change on --resume (g_leak 0.0 -> 0.2)"),
+        (["--steps", "4", "--d-spectral-norm"], "(d_spectral_norm False -> True)"),
         (["--steps", "4", "--g-leak", "0", "--channels", "1"], "(channels 3 -> 1)"),
         (["--steps", "4", "--seed", "5"], "--seed: cannot change on --resume"),
     ):

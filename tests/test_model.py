@@ -98,6 +98,29 @@ def test_discriminator_scales(conditional):
     assert [z.shape for z in logits] == [torch.Size([2])] * 4
 
 
+def test_spectral_norm_bounds_every_weight_of_d_and_survives_a_checkpoint():
+    cfg = dataclasses.replace(SMALL, d_spectral_norm=True)
+    torch.manual_seed(0)
+    d = Discriminator(cfg)
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == sum(len(m) + len(f) + 1 for m, f in zip(cfg.d_maps, cfg.d_fc))
+    with torch.no_grad():  # weights far from norm 1, as training can make them
+        for m in layers:
+            m.parametrizations.weight.original.mul_(10)
+    target, hist = pyramid(torch.rand(2, 3, 32, 32), 4), pyramid(torch.rand(2, 12, 32, 32), 4)
+    for _ in range(30):  # each training-mode pass is one power iteration
+        d(target, hist)
+    for m in layers:  # the weight D uses, as the matrix its layer multiplies by
+        raw = torch.linalg.matrix_norm(m.parametrizations.weight.original.flatten(1), ord=2)
+        used = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert raw > 2 and used == pytest.approx(1.0, abs=0.05)
+    d.eval()
+    again = Discriminator(cfg).eval()
+    again.load_state_dict(d.state_dict())
+    for a, b in zip(d(target, hist), again(target, hist)):
+        torch.testing.assert_close(a, b)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="g_kernels"):
         ModelConfig(g_kernels=((3, 3),) * 4).validate()

@@ -180,6 +180,10 @@ def train(
             "sprite that moved up to K // 2 pixels is picked, not drawn."
         ),
     ] = None,
+    d_spectral_norm: Annotated[
+        bool | None,
+        Opt(help="Spectral normalisation of every weight of D (not in the paper; default: off)."),
+    ] = None,
     unroll: Annotated[
         int | None, Opt(help="Recursive steps G is trained on (multi-step training).")
     ] = None,
@@ -351,7 +355,15 @@ def train(
     )
     chans, vrange, declared = frame_options(data, channels, _value_range(value_range))
     cfg = resolve_config(
-        preset or "small", form, chans, vrange, g_leak, select_window, device=device, **overrides
+        preset or "small",
+        form,
+        chans,
+        vrange,
+        g_leak,
+        select_window,
+        d_spectral_norm,
+        device=device,
+        **overrides,
     )
     if palette not in (None, "auto", "none"):
         raise ConfigError(f"--palette must be auto or none, got {palette!r}")
@@ -388,8 +400,10 @@ def train(
                 channels=chans if chans is not None else base.channels,
                 value_range=vrange or base.value_range,
             )
-        if g_leak is not None or select_window is not None:
-            model = with_network_options(model or saved.model, g_leak, select_window)
+        if g_leak is not None or select_window is not None or d_spectral_norm is not None:
+            model = with_network_options(
+                model or saved.model, g_leak, select_window, d_spectral_norm
+            )
         # Inference-only options are free to change on a resume, and kept unless given.
         if model is not None:
             keep = {k: getattr(saved.model, k) for k in INFERENCE_ONLY}
