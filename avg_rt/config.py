@@ -117,8 +117,8 @@ class ModelConfig:
     # Paper: D judges the history followed by the next frame (15 channels); TF project: the
     # next frame alone (3 channels).
     d_conditional: bool = True
-    # Not in the paper: spectral normalisation (Miyato et al., 2018) of every weight of D, which
-    # bounds its Lipschitz constant so that its gradient to G cannot grow without limit.
+    # Not in the paper: spectral normalisation (Miyato et al., 2018) of every weight of D,
+    # which limits how steep D (and so its gradient to G) can become.
     d_spectral_norm: bool = False
     # Side of the square training patches D is built for (its FC sizes depend on it).
     patch_size: int = 32
