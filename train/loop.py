@@ -8,6 +8,7 @@ A step is one iteration; the checkpoint's `step` counts completed iterations.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,17 @@ DEAD_FINEST = (
 )
 
 
+@contextlib.contextmanager
+def eval_mode(net: nn.Module) -> Iterator[None]:
+    """`net` in eval mode inside the block, then back in the mode it was in."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
+
+
 def evaluate(
     G: Generator, clips: Sequence[tuple[str, np.ndarray, np.ndarray]], device: torch.device
 ) -> dict[str, float]:
@@ -65,18 +77,17 @@ def evaluate(
     scores: dict[str, list[float]] = {}
     histories: list[torch.Tensor] = []  # (1, L * C, H, W), for live_units
     fmt = FrameFormat.of(G.cfg)
-    was_training = G.training
-    with TorchRunner(G.eval(), device) as runner:
-        for _, hist, truth in clips:
-            h = frames_to_model(hist[None], device, fmt)  # (1, L, C, H, W)
-            histories.append(h.flatten(1, 2))
-            y = frames_to_model(truth[None], device, fmt)  # (1, S, C, H, W)
-            m = score(rollout(runner, h, steps=y.shape[1]), y, h[:, -1], fmt)
-            for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
-                scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
-                scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
-    live = live_units(G, histories)
-    G.train(was_training)
+    with eval_mode(G):
+        with TorchRunner(G, device) as runner:
+            for _, hist, truth in clips:
+                h = frames_to_model(hist[None], device, fmt)  # (1, L, C, H, W)
+                histories.append(h.flatten(1, 2))
+                y = frames_to_model(truth[None], device, fmt)  # (1, S, C, H, W)
+                m = score(rollout(runner, h, steps=y.shape[1]), y, h[:, -1], fmt)
+                for name in ("psnr", "sharp_diff", "baseline_psnr", "baseline_sharp_diff"):
+                    scores.setdefault(f"test/{name}_step1", []).append(float(m[name][0, 0]))
+                    scores.setdefault(f"test/{name}_last", []).append(float(m[name][0, -1]))
+        live = live_units(G, histories)
     means = {k: float(np.mean(v)) for k, v in scores.items()}
     return means | {f"test/g_live_units_scale{k}": f for k, f in live.items()}
 
@@ -121,12 +132,8 @@ def held_out_d_accuracy(
     runs in eval mode, so that measuring it changes no state of it (spectral normalisation's
     power iteration runs in training mode): a run resumed from a checkpoint written after a
     measurement the uninterrupted run did not make still trains the same D."""
-    was_training = D.training
-    D.eval()
-    try:
+    with eval_mode(D):
         return d_accuracy(*d_logits(G, D, clip, cfg, steps, (0, 0)), "test/d_")
-    finally:
-        D.train(was_training)
 
 
 def train(
