@@ -255,9 +255,10 @@ def errors_on_repeats(
     exact there), each distinct clip once (identical clips give identical rollouts): per
     model and step 1..`steps`, the median over those clips of the wrong pixels and of those
     among them whose true value one of the HISTORY true frames before had; their totals; and
-    the number of exact frames. `history` (N, HISTORY, H, W, C), `truth` and each prediction
-    (N, >= steps, H, W, C); `intro` (T, H, W, C): the frames every episode starts with, to
-    tell which clips lie inside it.
+    the number of exact frames. `history` (N, HISTORY, H, W, C) and `truth` (N, >= steps, H,
+    W, C): all clips; each prediction (n, >= steps, H, W, C): the rollouts of the distinct
+    clips only, in the order of `repeat_clips`' "distinct" (`distinct_rollouts`); `intro`
+    (T, H, W, C): the frames every episode starts with, to tell which clips lie inside it.
 
     Returns "clips" (indices of the chosen clips), "distinct" (the first index of each
     distinct one), "copies" (how many chosen clips equal it), "group", "in_intro" (as
@@ -265,14 +266,16 @@ def errors_on_repeats(
     last = history[:, -1]
     out, frames = repeat_clips(history, truth, steps, intro)
     distinct = np.asarray(out["distinct"], dtype=int)
-    copying = np.repeat(last[:, None], steps, axis=1)
+    copying = np.repeat(last[distinct, None], steps, axis=1)
     models: dict[str, list[dict[str, float]]] = {}
     for label, pred in {"copy last frame": copying, **predictions}.items():
         rows = []
         for k in range(steps):
             target = frames[:, HISTORY + k]
             before = frames[:, k : HISTORY + k]  # the true frames a pick could copy
-            wrong = (pred[distinct, k] != target).any(-1)
+            if len(pred) != len(distinct):
+                raise ValueError(f"{label}: {len(pred)} rollouts for {len(distinct)} clips")
+            wrong = (pred[:, k] != target).any(-1)
             pickable = wrong & (before == target[:, None]).all(-1).any(1)
             n_wrong, n_pickable = wrong.sum(axis=(1, 2)), pickable.sum(axis=(1, 2))
             rows.append(
@@ -298,16 +301,19 @@ def benchmark_clips(seed: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     return clips(videos, FULL["steps"], FULL["stride"], FULL["max_clips"])
 
 
-def model_rollouts(
-    models: dict[str, Path], steps: int, seed: int = 1000
+def distinct_rollouts(
+    models: dict[str, Path], steps: int, intro: np.ndarray | None = None, seed: int = 1000
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The full quality benchmark's clips (history, truth) and each model's `steps`-step
-    rollout of all of them, run as the benchmark runs it (`benchmark.quality.rollouts`)."""
+    rollout of the distinct clips `errors_on_repeats` scores (a few of the 100: minutes, not
+    the benchmark's half hour), run as the benchmark runs it (`benchmark.quality.rollouts`)."""
     from avg_rt.benchmark.quality import rollouts
 
     history, truth = benchmark_clips(seed)
+    info, _ = repeat_clips(history, truth, steps, intro)
+    chosen = history[np.asarray(info["distinct"], dtype=int)]
     predictions = {
-        label: rollouts(path, history, steps, "cpu", 16) for label, path in models.items()
+        label: rollouts(path, chosen, steps, "cpu", 16) for label, path in models.items()
     }
     return history, truth, predictions
 
@@ -410,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     head, tail = lines[:4], lines[4:]  # each section below starts with a blank line
     if args.model:
         models = dict(_label_path(spec) for spec in args.model)
-        result = errors_on_repeats(*model_rollouts(models, args.steps), args.steps, intro)
+        rolled = distinct_rollouts(models, args.steps, intro)
+        result = errors_on_repeats(*rolled, args.steps, intro)
         payload["repeats"] = result
         head += ["", *repeats_table(result, args.steps)]
     if args.successors:

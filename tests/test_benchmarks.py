@@ -376,7 +376,9 @@ def test_intro_errors_on_the_clips_copying_gets_exact():
         bad[clip, 0, 0, :2] = a[0, :2]  # 2 wrong pixels whose true value (c) no frame had
     bad[3, 0, 1, :4] = b[1, :4]  # 4 wrong, true value a in the history
     bad[4, 0, 2:5, :3] = a[2:5, :3]  # 9 wrong, true value d in the history
-    result = module["errors_on_repeats"](history, truth, {"good": good, "bad": bad}, 2, intro)
+    distinct = [0, 3, 4]  # rollouts of the distinct clips only
+    rolled = {"good": good[distinct], "bad": bad[distinct]}
+    result = module["errors_on_repeats"](history, truth, rolled, 2, intro)
     assert result["clips"] == [0, 2, 3, 4]
     assert result["distinct"] == [0, 3, 4] and result["copies"] == [2, 1, 1]
     assert result["in_intro"] == [False, True, False]
@@ -395,6 +397,8 @@ def test_intro_errors_on_the_clips_copying_gets_exact():
     assert "starts with: 1, elsewhere: 3" in table
     assert "| 1 | 36 (36) | 0 (0), 3 exact | 4 (4) |" in table
     assert "| all steps: wrong pixels a history frame had | 67% | 0% | 87% |" in table
+    with pytest.raises(ValueError, match="bad: 5 rollouts for 3 clips"):
+        module["errors_on_repeats"](history, truth, {"bad": bad}, 2, intro)
 
 
 def test_intro_successors_say_whether_training_determines_a_clip():
