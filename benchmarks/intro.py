@@ -269,12 +269,12 @@ def errors_on_repeats(
     copying = np.repeat(last[distinct, None], steps, axis=1)
     models: dict[str, list[dict[str, float]]] = {}
     for label, pred in {"copy last frame": copying, **predictions}.items():
+        if len(pred) != len(distinct):
+            raise ValueError(f"{label}: {len(pred)} rollouts for {len(distinct)} clips")
         rows = []
         for k in range(steps):
             target = frames[:, HISTORY + k]
             before = frames[:, k : HISTORY + k]  # the true frames a pick could copy
-            if len(pred) != len(distinct):
-                raise ValueError(f"{label}: {len(pred)} rollouts for {len(distinct)} clips")
             wrong = (pred[:, k] != target).any(-1)
             pickable = wrong & (before == target[:, None]).all(-1).any(1)
             n_wrong, n_pickable = wrong.sum(axis=(1, 2)), pickable.sum(axis=(1, 2))
