@@ -43,6 +43,9 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
     copy = report["results"]["copy last frame"]["psnr"]["mean"]
     assert abs(against_copy[4]["mean"] - (a[3] - copy[3])) < 1e-3
     assert paired(report, "torch", "torch", "psnr")[1] == {"mean": 0.0, "ci95": 0.0, "n": 3}
+    assert set(report["results"]["torch"]["per_clip"]) >= {"psnr_moving", "sharp_diff_moving"}
+    margins = report["versus_copy"]["torch"]
+    assert len(margins["psnr_moving_margin_median"]) == 4 and len(margins["inexact_clips"]) == 4
     # Copying never damages a still pixel; a model's damage is a percentage of the frame.
     assert report["results"]["copy last frame"]["still_damaged"]["mean"] == [0.0] * 4
     assert all(0 <= v <= 100 for v in report["results"]["torch"]["still_damaged"]["mean"])
@@ -701,3 +704,25 @@ def test_filter_bias_script_on_a_wait_then_go_video(tmp_path):
     assert clip["share"] > 0.5 and history["share"] < 0.15  # 0.74 and 1/27 expected
     assert data["lo"] < 1 / 27 < data["hi"] and data["n"] > 1000
     assert "filter on the 4 inputs (history)" in (tmp_path / "filter-bias.md").read_text()
+
+
+def test_versus_copy_margins_without_exact_frames():
+    """An exact frame scores the 100 dB cap and lifts a mean margin far above what the model
+    does elsewhere; the median and the mean over clips neither predicts exactly do not."""
+    from avg_rt.benchmark.quality import BASELINE, versus_copy
+
+    model = np.array([[np.inf], [21.0], [31.0], [41.0]])  # clip 0 exact
+    copy = np.array([[20.0], [20.0], [30.0], [40.0]])
+    scores = {
+        "m": {"psnr_moving": model, "exact_frames": np.array([[100.0], [0], [0], [0]])},
+        BASELINE: {"psnr_moving": copy, "exact_frames": np.zeros((4, 1))},
+    }
+    mean = {k: {"mean": [1.0], "ci95": [0.0]} for k in ("psnr", "ssim")}
+    results = {
+        "m": mean | {"psnr_moving": {"mean": [np.minimum(model, 100).mean()]}},
+        BASELINE: mean | {"psnr_moving": {"mean": [copy.mean()]}},
+    }
+    v = versus_copy(results, scores)["m"]
+    assert v["psnr_moving_margin"][0] == pytest.approx(20.75)  # (80 + 1 + 1 + 1) / 4
+    assert v["psnr_moving_margin_median"] == [1.0]
+    assert v["psnr_moving_margin_inexact"] == [1.0] and v["inexact_clips"] == [3]
