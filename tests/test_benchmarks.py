@@ -726,3 +726,15 @@ def test_versus_copy_margins_without_exact_frames():
     assert v["psnr_moving_margin"][0] == pytest.approx(20.75)  # (80 + 1 + 1 + 1) / 4
     assert v["psnr_moving_margin_median"] == [1.0]
     assert v["psnr_moving_margin_inexact"] == [1.0] and v["inexact_clips"] == [3]
+    # Paired differences leave out the clips with no score (nothing moved): NaN in JSON.
+    report = {
+        "options": {"steps": 1},
+        "results": {
+            k: {"per_clip": {"psnr_moving": [np.minimum(v[:, 0], 100).tolist()]}}
+            for k, v in (("m", model), (BASELINE, copy))
+        },
+    }
+    report["results"][BASELINE]["per_clip"]["psnr_moving"][0][1] = float("nan")
+    assert paired(report, "m", BASELINE, "psnr_moving")[1] == pytest.approx(
+        {"mean": 82 / 3, "ci95": 1.96 * 45.6107 / 3**0.5, "n": 3}, rel=1e-4
+    )

@@ -304,16 +304,16 @@ def versus_copy(
 
 def paired(report: dict[str, Any], a: str, b: str, metric: str) -> dict[int, dict[str, float]]:
     """Model `a` minus model `b` on the same clips, per table step: the mean of the per-clip
-    differences and its 95% interval (a paired comparison: the clips' own spread cancels)."""
+    differences and its 95% interval (a paired comparison: the clips' own spread cancels),
+    over the clips where both have a score (moving-pixel metrics have none on a clip where
+    nothing moves in the truth or in any model's prediction)."""
     res = report["results"]
-    return {
-        step: mean_ci95(np.subtract(x, y))
-        for step, x, y in zip(
-            table_steps(report["options"]["steps"]),
-            res[a]["per_clip"][metric],
-            res[b]["per_clip"][metric],
-        )
-    }
+    out = {}
+    steps = table_steps(report["options"]["steps"])
+    for step, x, y in zip(steps, res[a]["per_clip"][metric], res[b]["per_clip"][metric]):
+        d = np.subtract(np.asarray(x, float), np.asarray(y, float))
+        out[step] = mean_ci95(d[~np.isnan(d)])
+    return out
 
 
 def _jsonable(opts: QualityOptions) -> dict[str, Any]:
