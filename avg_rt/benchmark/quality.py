@@ -270,8 +270,9 @@ def versus_copy(
     """Per model, where its mean falls below copying's (PSNR and SSIM, all pixels), and its
     margin over copying on moving pixels (PSNR, dB) per step, three ways: of the means; the
     median of the per-clip differences; and the mean difference over the clips where neither
-    frame is exact (`n` of them), which the capped scores of exact frames cannot lift (and
-    which leaves out the model's exact predictions: a margin against it)."""
+    frame is exact (`n` of them), which the capped scores of exact frames cannot lift (it
+    leaves out the model's exact predictions, against it, but also clips copying gets exact
+    and the model does not, for it)."""
     base = results[BASELINE]
     out = {}
     for label, res in results.items():
