@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
+import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 
 class OutputExistsError(FileExistsError):
@@ -151,3 +154,20 @@ def atomic_write_text(
 ) -> None:
     """Write `text` (UTF-8) to `path` atomically (see `atomic_path` for `inputs`)."""
     atomic_write_bytes(path, text.encode(), overwrite, inputs)
+
+
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """`obj` as strict JSON: every float that is not finite (NaN: no score, as on a clip
+    where nothing moved; inf: identical frames' PSNR) written as null, where json.dumps would
+    write the bare NaN / Infinity that other JSON readers reject."""
+
+    def finite(x: Any) -> Any:
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(obj), indent=indent, allow_nan=False)

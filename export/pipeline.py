@@ -9,7 +9,6 @@ export leaves nothing half-written, and an existing OUT is replaced only with `o
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from avg_rt.benchmark.common import environment
 from avg_rt.checkpoint import load_generator
 from avg_rt.data.frames import FrameFormat
 from avg_rt.errors import ExportError, RunnerError
-from avg_rt.files import atomic_path, atomic_write_text, check_writable
+from avg_rt.files import atomic_path, atomic_write_text, check_writable, strict_json
 from avg_rt.model import Generator, levels, palette_tensor
 from avg_rt.runners import Runner
 from avg_rt.runners.onnxrt import OnnxRuntimeRunner
@@ -297,7 +296,7 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
             "passed": all(r.passed for r in reports),
             "reports": [r.to_dict() for r in reports],
         }
-        atomic_write_text(tmp / REPORT, json.dumps(summary, indent=2))
+        atomic_write_text(tmp / REPORT, strict_json(summary))
         if opts.triton:
             from avg_rt.export.triton import write_repository
 

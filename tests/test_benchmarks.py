@@ -70,6 +70,23 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
     assert any(a > b + 0.01 for a, b in zip(with_models, without))  # the busy model moved pixels
 
 
+def test_saved_reports_are_strict_json(tmp_path):
+    """A clip where nothing moved has no moving-pixel score (NaN in memory): the report says
+    null, not the bare NaN that strict JSON readers reject, and paired comparisons read it
+    back as a missing score."""
+    from avg_rt.benchmark.common import environment, save
+
+    steps = {"steps": 1}
+    per_clip = {"a": [[1.0, float("nan"), 3.0]], "b": [[0.5, 2.0, 2.0]]}
+    results = {k: {"per_clip": {"psnr_moving": v}} for k, v in per_clip.items()}
+    report = {"environment": environment(), "options": steps, "results": results}
+    path = save("r", report, "| table |", tmp_path)
+    back = json.loads(path.read_text(), parse_constant=pytest.fail)
+    assert back["results"]["a"]["per_clip"]["psnr_moving"] == [[1.0, None, 3.0]]
+    assert paired(back, "a", "b", "psnr_moving")[1]["n"] == 2
+    assert paired(back, "a", "b", "psnr_moving") == paired(report, "a", "b", "psnr_moving")
+
+
 def test_bench_quality_cli_bad_model_spec(tmp_path):
     result = cli.invoke(app, ["bench", "quality", "--model", "nolabel", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "LABEL=PATH" in result.output

@@ -1,10 +1,18 @@
+import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 
-from avg_rt.files import OutputExistsError, OutputHoldsInputError, atomic_path, atomic_write_text
+from avg_rt.files import (
+    OutputExistsError,
+    OutputHoldsInputError,
+    atomic_path,
+    atomic_write_text,
+    strict_json,
+)
 
 
 def test_atomic_write_replaces_only_when_asked_and_keeps_inputs(tmp_path):
@@ -88,3 +96,14 @@ def test_an_output_that_appears_meanwhile_is_not_replaced(tmp_path):
         out.write_text("another run's")  # written while this one worked
     assert out.read_text() == "another run's"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_strict_json_writes_scores_that_are_not_finite_as_null():
+    """json.dumps writes NaN / Infinity bare, which strict JSON readers reject."""
+    import numpy as np
+
+    report = {"psnr": [30.5, math.inf], "moving": [[np.float64("nan"), 1.0]], "n": (3, None)}
+    text = strict_json(report)
+    assert "NaN" not in text and "Infinity" not in text
+    back = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert back == {"psnr": [30.5, None], "moving": [[None, 1.0]], "n": [3, None]}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avg_rt.files import atomic_write_text
+from avg_rt.files import atomic_write_text, strict_json
 
 # Default output folder: benchmarks/results of the source checkout.
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -122,7 +122,7 @@ def save(
     payload = payload | {"complete": complete}
     if not complete:
         table += f"\n\n{PARTIAL}"
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n", overwrite=True)
+    atomic_write_text(path, strict_json(payload) + "\n", overwrite=True)
     env = payload["environment"]
     where = env["gpu"] or env["cpu"]
     md = (
