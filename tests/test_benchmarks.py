@@ -755,3 +755,31 @@ def test_versus_copy_margins_without_exact_frames():
     assert paired(report, "m", BASELINE, "psnr_moving")[1] == pytest.approx(
         {"mean": 82 / 3, "ci95": 1.96 * 45.6107 / 3**0.5, "n": 3}, rel=1e-4
     )
+
+
+def test_train_log_summary(tmp_path, capsys):
+    """D's held-out accuracy over the last tenth (tests at 900 and 1000 of 1000, not 800),
+    the adversarial share's medians per segment, and a cut-off last line (a run still
+    writing) skipped; a broken line before it names the file and line."""
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_log.py"
+    main = runpy.run_path(str(script))["main"]
+    test = {f"test/{k}": v for k, v in (("psnr_step1", 30.0), ("psnr_last", 27.0))}
+    test |= {f"test/baseline_{k}": v for k, v in (("psnr_step1", 29.0), ("psnr_last", 26.5))}
+    records = [{"step": s, "test/d_accuracy": a, **test} for s, a in ((800, 0.5), (900, 0.7))]
+    records += [{"step": 1000, "test/d_accuracy": 0.6, **test}]
+    records += [
+        {"step": s, "grad/adv_share": s / 10_000, "grad/g_norm": 50.0 + s / 5}
+        for s in (250, 500, 750, 1000)
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in records) + '\n{"step": 10')
+    main([str(log), "--every", "500", "--clip", "150"])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1:6] == ["1000", "0.600 / 0.650 / 0.700", "3.8%, 8.8%", "10.0%", "50%"]
+    assert cells[6] == "30.00 (29.00) at 1000"
+    log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(SystemExit, match=r"log.jsonl:2: not a JSON log line"):
+        main([str(log)])

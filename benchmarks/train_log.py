@@ -1,0 +1,139 @@
+"""What a training run did, from its log: the numbers to give beside an adversarial result.
+
+    python benchmarks/train_log.py models/small/train_log.jsonl runs/x/log.jsonl
+
+Per log (`log.jsonl` of a run folder, or a shipped model's `train_log.jsonl`), in Markdown:
+D's accuracy on held-out clips (`test/d_accuracy`, every test interval) over the last tenth
+of the run, the issue's bar being 0.6 to 0.95; the adversarial term's share of G's gradient
+(`grad/adv_share`, every summary step) as medians per `--every` iterations and over the last
+tenth; how often G's gradient was clipped (`grad/g_norm` above `--clip`); and the last test
+rollout's PSNR at step 1 and at its last step against copying the last frame. Prints; writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines training log; SystemExit naming `path` and the line where
+    it is missing or not JSON (a line cut short by a run still writing is skipped)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise SystemExit(f"error: {path}: cannot read the log ({e.strerror})") from None
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines):
+                raise SystemExit(f"error: {path}:{i}: not a JSON log line") from None
+    if not records:
+        raise SystemExit(f"error: {path}: empty log")
+    return records
+
+
+def summarise(records: list[dict[str, Any]], every: int = 1000, clip: float = 100.0) -> dict:
+    """The run's summary (see the module docstring). The last tenth is the iterations from
+    90% of the last logged one on; a value never logged is None."""
+
+    def series(key: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [(r["step"], r[key]) for r in records if key in r]
+        a = np.array(rows, dtype=float).reshape(-1, 2)
+        return a[:, 0], a[:, 1]
+
+    last = max(r["step"] for r in records)
+    tenth = 0.9 * last
+    steps, acc = series("test/d_accuracy")
+    d_last = acc[steps >= tenth]
+    s_steps, share = series("grad/adv_share")
+    share_per = {
+        int(lo): float(np.median(share[(s_steps > lo) & (s_steps <= lo + every)]))
+        for lo in range(0, last, every)
+        if ((s_steps > lo) & (s_steps <= lo + every)).any()
+    }
+    _, g_norm = series("grad/g_norm")
+    tests = [r for r in records if "test/psnr_step1" in r]
+    out: dict[str, Any] = {
+        "iterations": last,
+        "d_accuracy_last_tenth": (
+            {"min": d_last.min(), "median": float(np.median(d_last)), "max": d_last.max()}
+            if d_last.size
+            else None
+        ),
+        "adv_share_median_per": share_per,
+        "adv_share_last_tenth": (
+            float(np.median(share[s_steps >= tenth])) if (s_steps >= tenth).any() else None
+        ),
+        "g_clipped": float(np.mean(g_norm > clip)) if g_norm.size else None,
+        "last_test": None,
+    }
+    if tests:
+        t = tests[-1]
+        out["last_test"] = {
+            "step": t["step"],
+            **{k: t[f"test/{k}"] for k in ("psnr_step1", "psnr_last")},
+            **{f"copy_{k}": t[f"test/baseline_{k}"] for k in ("psnr_step1", "psnr_last")},
+        }
+    return out
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def table(summaries: dict[str, dict], every: int) -> str:
+    """The summaries as one Markdown table, a row per log."""
+    lines = [
+        "| log | iterations | D held-out, last tenth (min / median / max) | adversarial "
+        f"share, median per {every} iterations | share, last tenth | G clipped | last test: "
+        "PSNR step 1 (copy) | last step (copy) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summaries.items():
+        d = s["d_accuracy_last_tenth"]
+        acc = " / ".join(_fmt(d[k]) for k in ("min", "median", "max")) if d else "-"
+        shares = ", ".join(f"{100 * v:.1f}%" for v in s["adv_share_median_per"].values())
+        tail = s["adv_share_last_tenth"]
+        t = s["last_test"]
+        test = ["-", "-"]
+        if t:
+            test = [
+                f"{t[k]:.2f} ({t[f'copy_{k}']:.2f}) at {t['step']}"
+                for k in ("psnr_step1", "psnr_last")
+            ]
+        clipped = s["g_clipped"]
+        lines.append(
+            f"| {name} | {s['iterations']} | {acc} | {shares or '-'} | "
+            f"{'-' if tail is None else f'{100 * tail:.1f}%'} | "
+            f"{'-' if clipped is None else f'{100 * clipped:.0f}%'} | {test[0]} | {test[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("logs", nargs="+", type=Path, help="log.jsonl files")
+    parser.add_argument("--every", type=int, default=1000, help="iterations per share median")
+    parser.add_argument("--clip", type=float, default=100.0, help="the run's --clip-grad")
+    args = parser.parse_args(argv)
+    if args.every < 1:
+        raise SystemExit("error: --every must be >= 1")
+    print(
+        table(
+            {str(p): summarise(read_log(p), args.every, args.clip) for p in args.logs}, args.every
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
