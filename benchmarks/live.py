@@ -246,8 +246,8 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
                 # The same model scored again (say, a reference in two pairs' reports) reads
                 # once; another model under the label, or other scores, is refused.
                 mine, theirs = r["options"].get("models", {}), report["options"]["models"]
-                a = np.asarray(report["results"][label]["per_clip"]["psnr"])
-                b = np.asarray(res["per_clip"]["psnr"])
+                a = np.asarray(report["results"][label]["per_clip"]["psnr"], dtype=float)
+                b = np.asarray(res["per_clip"]["psnr"], dtype=float)
                 same = _same_path(mine.get(label), theirs.get(label))
                 if not same or not np.allclose(a, b, atol=0.01):
                     raise SystemExit(

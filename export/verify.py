@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from avg_rt.metrics import psnr, to_unit
+from avg_rt.metrics import DB_CAP, psnr, to_unit
 from avg_rt.model import largest_change, levels, nearest_distance, palette_scores
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner, frame_format
@@ -207,10 +207,12 @@ def _few(palette_flips: int, shape: Sequence[int], steps: int = 1) -> bool:
 
 def _diff(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
     """Max and mean absolute difference, and PSNR in dB of the batch's worst frame (a mean
-    over the frames would be infinite as soon as one frame is exact, whatever the others)."""
+    over the frames would be infinite as soon as one frame is exact, whatever the others),
+    capped at DB_CAP as everywhere else: identical outputs score DB_CAP, a number in every
+    report, not an infinity that strict JSON can only write as null ("no score")."""
     a, b = a.float().cpu(), b.float().cpu()
     d = (a - b).abs()
-    return d.max().item(), d.mean().item(), psnr(to_unit(a), to_unit(b)).min().item()
+    return d.max().item(), d.mean().item(), min(psnr(to_unit(a), to_unit(b)).min().item(), DB_CAP)
 
 
 def verify(

@@ -758,28 +758,43 @@ def test_versus_copy_margins_without_exact_frames():
 
 
 def test_train_log_summary(tmp_path, capsys):
-    """D's held-out accuracy over the last tenth (tests at 900 and 1000 of 1000, not 800),
-    the adversarial share's medians per segment, and a cut-off last line (a run still
-    writing) skipped; a broken line before it names the file and line."""
+    """D's held-out accuracy over the last tenth (tests after 900 of 1000), the adversarial
+    share's median per labelled segment (one without values left out), the later record of an
+    iteration a resumed run logged twice, non-finite values left out, the run's own clip from
+    config.json, the last test; a cut-off last line (a run still writing) is skipped and a
+    broken line before it names the file and line."""
     import runpy
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_log.py"
     main = runpy.run_path(str(script))["main"]
-    test = {f"test/{k}": v for k, v in (("psnr_step1", 30.0), ("psnr_last", 27.0))}
-    test |= {f"test/baseline_{k}": v for k, v in (("psnr_step1", 29.0), ("psnr_last", 26.5))}
-    records = [{"step": s, "test/d_accuracy": a, **test} for s, a in ((800, 0.5), (900, 0.7))]
-    records += [{"step": 1000, "test/d_accuracy": 0.6, **test}]
-    records += [
-        {"step": s, "grad/adv_share": s / 10_000, "grad/g_norm": 50.0 + s / 5}
-        for s in (250, 500, 750, 1000)
-    ]
-    log = tmp_path / "log.jsonl"
+
+    def test(step, acc, psnr):
+        keys = ("psnr_step1", "psnr_last")
+        return {
+            "step": step,
+            "test/d_accuracy": acc,
+            **{f"test/{k}": psnr + i for i, k in enumerate(keys)},
+            **{f"test/baseline_{k}": 20.0 + i for i, k in enumerate(keys)},
+        }
+
+    records = [test(800, 0.5, 30.0), test(900, 0.1, 31.0), test(950, 0.7, 32.0)]
+    shares = {100: 0.01, 200: 0.02, 300: 0.09, 820: 0.5, 830: 0.3, 960: 0.1}
+    records += [{"step": s, "grad/adv_share": v, "grad/g_norm": s / 4} for s, v in shares.items()]
+    # Resumed at 900: iterations 950 and 1000 logged again; the first 1000 had diverged.
+    records += [{"step": 1000, "grad/adv_share": 0.9, "grad/g_norm": float("inf")}]
+    records += [test(950, 0.8, 33.0), test(1000, 0.6, 34.0)]
+    records += [{"step": 1000, "grad/adv_share": 0.2, "grad/g_norm": float("nan")}]
+    log = tmp_path / "run" / "log.jsonl"
+    log.parent.mkdir()
     log.write_text("\n".join(json.dumps(r) for r in records) + '\n{"step": 10')
-    main([str(log), "--every", "500", "--clip", "150"])
+    (log.parent / "config.json").write_text(json.dumps({"clip_grad": 150.0}))
+    main([str(log), "--every", "400"])
     row = capsys.readouterr().out.strip().splitlines()[-1]
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[1:6] == ["1000", "0.600 / 0.650 / 0.700", "3.8%, 8.8%", "10.0%", "50%"]
-    assert cells[6] == "30.00 (29.00) at 1000"
+    assert cells[1:3] == ["1000", "0.600 / 0.700 / 0.800"]
+    assert cells[3] == "0-400: 2.0%, 800-1200: 25.0%"  # medians, not means
+    assert cells[4:6] == ["15.0%", "50%"]  # g_norm 205, 207.5, 240 of 6 above 150
+    assert cells[6:] == ["34.00 (20.00) at 1000", "35.00 (21.00) at 1000"]
     log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(SystemExit, match=r"log.jsonl:2: not a JSON log line"):
         main([str(log)])
