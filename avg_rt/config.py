@@ -263,6 +263,12 @@ class TrainConfig:
     # patch_size x patch_size windows of them (one random window per batch).
     unroll: int = 1
     unroll_ramp: int = 0
+    # Not in the paper: before each G step, G runs a number of steps drawn uniformly from
+    # 0..free_run on its own predictions without gradients (8-bit as in a rollout, with
+    # `feedback_8bit`), and the unrolled steps start from the history that leaves, ending in
+    # G's own frames, against the true frames after it: G learns from the inputs a long
+    # rollout feeds it (Venkatraman et al. 2015, "data as demonstrator"). 0: off.
+    free_run: int = 0
     crop: int = 32
     # Unrolled steps see G's predictions rounded to 8-bit levels (straight-through gradient),
     # as `avg_rt.predict.rollout` feeds them back by default: G trains on the inputs it meets.
@@ -291,6 +297,11 @@ class TrainConfig:
     test_clips: int = 4
     test_d_clips: int = 64  # held-out clips on which D's accuracy is measured
 
+    @property
+    def clip_frames(self) -> int:
+        """Frames per training clip: the history, the free-run steps at most, the unroll."""
+        return self.model.history_len + self.free_run + self.unroll
+
     def validate(self) -> None:
         """Raise ConfigError naming the first field that cannot work."""
         self.model.validate()
@@ -308,8 +319,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.unroll_ramp < 0 or self.adv_start < 0:
-            raise ConfigError("unroll_ramp and adv_start must be >= 0")
+        if self.unroll_ramp < 0 or self.adv_start < 0 or self.free_run < 0:
+            raise ConfigError("unroll_ramp, adv_start and free_run must be >= 0")
         if not self.clip_grad >= 0.0:
             raise ConfigError(f"clip_grad must be >= 0 (0: off), got {self.clip_grad}")
         if not 0.0 <= self.lr_decay <= 1.0:

@@ -101,7 +101,7 @@ def open_training_data(
         if live.holdout is None:
             emulator = isinstance(stream, AtariStream) and not test
             live = replace(live, holdout=0.1 if emulator else 0.0)
-        clip_len = cfg.model.history_len + cfg.unroll
+        clip_len = cfg.clip_frames
         with LiveFeed(stream, live, clip_len, cfg.crop, fmt) as feed:
             held = f", {live.holdout:g} of segments held out" if live.holdout else ""
             yield TrainingData(

@@ -75,6 +75,8 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
             "history",
             "--unfiltered-prob",
             "0.2",
+            "--free-run",
+            "12",
             "--dry-run",
         ],
     )
@@ -84,6 +86,7 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
     assert cfg["l_num"] == 1 and cfg["alpha"] == 1.5
     assert cfg["model"]["select"] and cfg["model"]["select_window"] == 5
     assert cfg["movement_on"] == "history" and cfg["unfiltered_prob"] == 0.2
+    assert cfg["free_run"] == 12
     assert cfg["lr_d"] == PRESETS["paper"].lr_d  # left to the preset
     assert cfg["model"]["g_maps"][0] == [128, 256, 128]  # the paper's
     assert not (tmp_path / "r").exists()
@@ -98,6 +101,7 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
         ),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--preset", "huge"], "--preset must be"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--batch", "0"], "batch must be >= 1"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--free-run", "-1"], "free_run must be"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/r", "--resume"], "checkpoint"),
         (["data", "atari", "--out", "{tmp}", "--game", "nope"], "nope: no such game"),
         (["data", "atari", "--out", "{tmp}/d", "--max-frames", "2"], "--max-frames must be >= 5"),

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from avg_rt.train.loop import d_optimizer, held_out_d_accuracy, lr_scale, unroll_length
-from avg_rt.train.steps import d_step, d_window, g_step, split, unroll
+from avg_rt.train.steps import d_step, d_window, free_run, g_step, split, unroll
 from conftest import SMALL, busy_generator
 
 from avg_rt.config import PRESETS, ConfigError, TrainConfig
-from avg_rt.data.clips import ClipSampler, clips_to_float
+from avg_rt.data.clips import ClipSampler, clips_to_float, round_to_8bit
 from avg_rt.data.sources import Video
 from avg_rt.model import Discriminator, Generator, pyramid
 
@@ -30,6 +30,25 @@ def test_multistep_gradient_reaches_the_first_step():
     # Each step's window drops the oldest frame and appends the newest prediction.
     torch.testing.assert_close(windows[1][:, -3:], preds[0][-1])
     torch.testing.assert_close(windows[2][:, :6], history[:, 6:])
+
+
+def test_free_run_gives_the_history_g_meets_inside_a_rollout():
+    """After 2 free-run steps the history ends in G's own 8-bit predictions, made as a
+    rollout makes them, and the targets are the true frames after those steps."""
+    G = busy_generator(SMALL).train()
+    clip = round_to_8bit(torch.rand(2, 4 + 2 + 3, 3, 32, 32) * 2 - 1)
+    out = free_run(G, clip, 4, 2, feedback_8bit=True)
+    assert out.shape == (2, 4 + 3, 3, 32, 32) and not out.requires_grad
+    with torch.no_grad():
+        first = round_to_8bit(G(split(clip[:, :4], 4)[0]))
+        window = torch.cat([clip[:, 1:4], first[:, None]], dim=1)
+        second = round_to_8bit(G(split(window, 4)[0]))
+    torch.testing.assert_close(out[:, :2], clip[:, 2:4])  # the newest real frames
+    torch.testing.assert_close(out[:, 2], first)
+    torch.testing.assert_close(out[:, 3], second)
+    assert not torch.equal(second, clip[:, 5])  # G's frame, not the true one
+    torch.testing.assert_close(out[:, 4:], clip[:, 6:])  # the true frames after them
+    torch.testing.assert_close(free_run(G, clip, 4, 0, True), clip)
 
 
 def test_g_step_unrolled_uses_every_step():

@@ -151,6 +151,35 @@ def test_run_folder_contents_and_no_reuse(tiny_dataset, tmp_path):
         train(TINY, train_v, run, test_v, progress=False)
 
 
+def test_init_from_starts_a_new_run_from_a_checkpoints_networks(tiny_dataset, tmp_path):
+    """Fine-tuning: the new run's networks are the checkpoint's at step 0 (no update yet),
+    trained with free-run steps; another network is refused, naming what differs."""
+    train_v, test_v = _videos(tiny_dataset)
+    first = train(dataclasses.replace(TINY, steps=2), train_v, tmp_path / "a", progress=False)
+    seen = {}
+
+    def record(step, G, D):
+        if step == 1:
+            seen["g"] = {k: v.clone() for k, v in G.state_dict().items()}
+
+    cfg = dataclasses.replace(TINY, steps=3, free_run=2, lr_g=1e-12, lr_d=1e-12)
+    tuned = train(
+        cfg, train_v, tmp_path / "b", test_v, progress=False, init_from=first, after_step=record
+    )
+    start, end = _weights(first), _weights(tuned)
+    for k, v in start["generator"].items():  # a learning rate of 1e-12 moves nothing visibly
+        torch.testing.assert_close(seen["g"][k], v)
+    assert end["step"] == 3 and set(end["discriminator"]) == set(start["discriminator"])
+    logs = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    ahead = {log["train/free_run"] for log in logs if "train/free_run" in log}
+    assert ahead and ahead <= {0, 1, 2}
+    other = dataclasses.replace(cfg, model=dataclasses.replace(SMALL, g_leak=0.2))
+    with pytest.raises(ConfigError, match=r"another network \(g_leak 0.0 \(checkpoint\) vs 0.2"):
+        train(other, train_v, tmp_path / "c", progress=False, init_from=first)
+    with pytest.raises(ConfigError, match="--resume continues one"):
+        train(cfg, train_v, tmp_path / "b", progress=False, init_from=first, resume=True)
+
+
 def test_non_adversarial_has_no_discriminator(tiny_dataset, tmp_path):
     train_v, _ = _videos(tiny_dataset)
     cfg = dataclasses.replace(TINY, adversarial=False, steps=2)

@@ -9,6 +9,7 @@ A step is one iteration; the checkpoint's `step` counts completed iterations.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import math
@@ -23,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 from avg_rt.train import distributed
-from avg_rt.train.steps import d_accuracy, d_logits, d_step, g_step, split
+from avg_rt.train.steps import (
+    d_accuracy,
+    d_logits,
+    d_step,
+    feeds_back_8bit,
+    free_run,
+    g_step,
+    split,
+)
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,7 +44,7 @@ from rich.progress import (
 from torch import nn
 
 from avg_rt import checkpoint
-from avg_rt.config import ConfigError, TrainConfig, to_dict
+from avg_rt.config import ConfigError, TrainConfig, to_dict, training_form
 from avg_rt.data.clips import clips_to_float, frames_to_model, test_clips, training_sampler
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import LiveFeed
@@ -145,6 +154,7 @@ def train(
     progress: bool = True,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     after_step: Callable[[int, Generator, Discriminator | None], None] | None = None,
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train on clips sampled from `videos`; returns the path of the final checkpoint.
 
@@ -159,6 +169,7 @@ def train(
     (Ctrl-C) or SIGTERM stops after the step in progress, with its checkpoint, by raising
     TrainingStopped (see StopSignals). `on_log(step, values)` sees every logged scalar (rank 0);
     `after_step(step, G, D)` runs on every rank after each step (tests, custom monitoring).
+    `init_from`: a checkpoint whose networks a new run starts from (fine-tuning; `start_from`).
 
     Under `torchrun` (RANK and WORLD_SIZE set) each process trains one replica with
     DistributedDataParallel on `cfg.batch` clips of its own random stream: the global batch is
@@ -196,7 +207,7 @@ def train(
     sampler = training_sampler(
         live.store.snapshot if live is not None else videos,  # type: ignore[arg-type]
         cfg,
-        L + cfg.unroll,
+        cfg.clip_frames,
         rng,
         fmt,
     )
@@ -205,7 +216,7 @@ def train(
     d_clips = None
     if test_videos and cfg.adversarial:
         held_out = training_sampler(
-            test_videos, cfg, L + cfg.unroll, np.random.default_rng(cfg.seed + 1), fmt
+            test_videos, cfg, cfg.clip_frames, np.random.default_rng(cfg.seed + 1), fmt
         )
         d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device, fmt)
 
@@ -220,6 +231,11 @@ def train(
     fp16 = amp == torch.float16
     scaler_g = torch.amp.GradScaler("cuda") if fp16 else None
     scaler_d = torch.amp.GradScaler("cuda") if fp16 and D is not None else None
+
+    if init_from is not None:
+        if resume:
+            raise ConfigError("--init-from starts a new run and --resume continues one; give one")
+        start_from(G, D, Path(init_from), cfg, device)
 
     # --- resume -------------------------------------------------------------------------
     step = 0
@@ -349,6 +365,10 @@ def train(
                 corner = _corner(rng, cfg)
                 logs |= d_step(G, D_train, opt_d, clip, cfg, k, corner, amp, scaler_d)
             clip = sample()
+            if cfg.free_run:
+                ahead = int(rng.integers(cfg.free_run + 1))
+                clip = free_run(G, clip, L, ahead, feeds_back_8bit(cfg))
+                logs["train/free_run"] = float(ahead)
             summary = (step + 1) % cfg.summary_interval == 0 or step + 1 == cfg.steps
             logs |= g_step(
                 G_train,
@@ -511,6 +531,29 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
         raise ConfigError(f"--resume: {run_dir / CHECKPOINT} does not exist")
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
+
+
+def start_from(
+    G: Generator, D: Discriminator | None, path: Path, cfg: TrainConfig, device: torch.device
+) -> None:
+    """Load checkpoint `path`'s generator into G, and its discriminator into D where both
+    exist (a D it lacks starts fresh), for a new run: optimizers, step and random streams
+    start anew. ConfigError unless its network is the one `cfg` trains."""
+    state = checkpoint.load(path, device)
+    saved = training_form(state["config"].model)
+    if saved != training_form(cfg.model):
+        differ = [
+            f"{f.name} {getattr(saved, f.name)} (checkpoint) vs {getattr(cfg.model, f.name)}"
+            for f in dataclasses.fields(saved)
+            if getattr(saved, f.name) != getattr(training_form(cfg.model), f.name)
+        ]
+        raise ConfigError(f"--init-from: {path} holds another network ({', '.join(differ)})")
+    nets = {"generator": G} | (
+        {"discriminator": D} if D is not None and "discriminator" in state else {}
+    )
+    checkpoint.require_finite(path, {k: state[k] for k in nets}, "weights")
+    for key, net in nets.items():
+        net.load_state_dict(state[key])
 
 
 def check_resumable(state: dict[str, Any], path: Path) -> None:

@@ -69,6 +69,22 @@ def unroll(
     return preds, windows
 
 
+def free_run(
+    G: nn.Module, clip: torch.Tensor, history_len: int, steps: int, feedback_8bit: bool
+) -> torch.Tensor:
+    """`clip` (N, T, C, h, w) as G meets it `steps` steps into a rollout: the last
+    `history_len` frames of its history followed by G's own `steps` predictions (no gradient;
+    rounded to 8-bit levels with `feedback_8bit`, as `avg_rt.predict.rollout` feeds them
+    back), then the true frames after those steps: (N, T - steps, C, h, w)."""
+    frames = list(clip[:, :history_len].unbind(1))
+    with torch.no_grad():
+        for _ in range(steps):
+            new = unwrap(G)(torch.cat(frames[-history_len:], dim=1))
+            frames.append(round_to_8bit(new) if feedback_8bit else new)
+    seen = torch.stack(frames[-history_len:], dim=1)
+    return torch.cat([seen, clip[:, history_len + steps :]], dim=1)
+
+
 def d_window(pyr: list[torch.Tensor], corner: Corner, patch: int) -> list[torch.Tensor]:
     """The patch x patch window at `corner` of a finest-scale crop, cut from every scale of its
     pyramid (coarsest first). With corners on multiples of 2^(n-1), each scale's cut equals the

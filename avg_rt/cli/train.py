@@ -190,6 +190,13 @@ def train(
     unroll_ramp: Annotated[
         int | None, Opt(help="Iterations over which the unrolled length grows from 1.")
     ] = None,
+    free_run: Annotated[
+        int | None,
+        Opt(
+            help="Before each G step, G runs 0..N steps (uniform) on its own predictions "
+            "without gradients, and trains from there (not in the paper; default 0: off)."
+        ),
+    ] = None,
     crop: Annotated[int | None, Opt(help="Side of G's training crops (D: 32x32 windows).")] = None,
     feedback_8bit: Annotated[
         bool | None,
@@ -303,6 +310,14 @@ def train(
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     resume: Annotated[bool, Opt(help="Continue the run in OUT from its checkpoint.")] = False,
+    init_from: Annotated[
+        Path | None,
+        Opt(
+            help="Start a new run from this checkpoint's networks (G, and D where it has "
+            "one) with fresh optimizers at step 0: fine-tuning. Its network must be the one "
+            "trained."
+        ),
+    ] = None,
     mmap_cache: Annotated[
         bool,
         Opt(
@@ -336,6 +351,7 @@ def train(
         clip_grad=clip_grad,
         unroll=unroll,
         unroll_ramp=unroll_ramp,
+        free_run=free_run,
         crop=crop,
         feedback_8bit=feedback_8bit,
         movement_on=movement_on,
@@ -375,6 +391,8 @@ def train(
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
     check_run_folder(out, resume)  # before reading any data
+    if init_from is not None and resume:
+        raise ConfigError("--init-from starts a new run and --resume continues one; give one")
     local = [Path(p) for p in (data, test) if p is not None and Path(p).exists()]
     check_outside(out, local)
     first_episode = 0  # of a live emulator
@@ -444,7 +462,9 @@ def train(
         if palette == "auto":
             cfg = _with_palette(cfg, d.train, palette_radius, main)
         try:
-            ckpt = run(cfg, d.train, out, d.test, resume=resume, progress=progress)
+            ckpt = run(
+                cfg, d.train, out, d.test, resume=resume, progress=progress, init_from=init_from
+            )
         except TrainingStopped as e:
             if main:
                 typer.echo(str(e), err=True)
