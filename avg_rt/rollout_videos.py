@@ -8,7 +8,6 @@ Everything is written into a folder assembled beside OUT and renamed into place 
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from avg_rt.data.clips import frames_to_model, model_to_frames
 from avg_rt.data.frames import RGB8, FrameFormat
 from avg_rt.data.sources import Video, load_video, open_source
 from avg_rt.errors import DataError, RunnerError
-from avg_rt.files import atomic_path, check_writable
+from avg_rt.files import atomic_path, check_writable, strict_json
 from avg_rt.metrics import (
     DB_CAP,
     PSNR_CONVENTION,
@@ -256,7 +255,7 @@ def rollout_videos(opts: RolloutOptions, progress: bool = True) -> dict[str, Any
             "videos": [vars(r) | {"size": list(r.size)} for r in results],
             "skipped": skipped,
         }
-        (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+        (tmp / "metrics.json").write_text(strict_json(report))
         with (tmp / "metrics.csv").open("w", newline="") as f:
             writer = csv.writer(f)
             names = [*METRICS, *(f"baseline_{m}" for m in METRICS)]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import re
 import signal
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 
 from avg_rt.benchmark.common import RESULTS, environment
-from avg_rt.files import atomic_write_text
+from avg_rt.files import atomic_write_text, strict_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "small" / "checkpoint.pt"
@@ -99,7 +98,7 @@ def write_summary(out: Path, gpu: str, done: list[dict[str, Any]], command: str)
     """summary.json and summary.md for the steps done so far; the failed steps' names."""
     failed = [str(d["step"]) for d in done if d["returncode"] != 0]
     report = {"gpu": gpu, "environment": environment(), "failed": failed, "steps": done}
-    atomic_write_text(out / "summary.json", json.dumps(report, indent=2), overwrite=True)
+    atomic_write_text(out / "summary.json", strict_json(report), overwrite=True)
     lines = [
         f"GPU acceptance on {gpu}: {len(done) - len(failed)} of {len(done)} steps passed, "
         f"with `{command}`.",
