@@ -92,6 +92,31 @@ def test_train_dry_run_applies_overrides_to_preset(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_train_init_from_starts_from_the_checkpoints_config(tmp_path):
+    """--init-from: the checkpoint's network and recipe (not the preset's), the options given
+    on top, any of them but the network; with --resume, refused."""
+    import dataclasses
+
+    from avg_rt import checkpoint
+    from avg_rt.config import with_form
+
+    model = dataclasses.replace(with_form(PRESETS["small"].model, "select"), select_window=5)
+    saved = dataclasses.replace(PRESETS["small"], model=model, clip_grad=100.0, seed=1)
+    ckpt = tmp_path / "model.pt"
+    checkpoint.save(ckpt, saved, 12000, {"generator": {}})
+    (tmp_path / "data").mkdir()
+    base = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--init-from"]
+    result = runner.invoke(app, [*base, str(ckpt), "--steps", "5", "--seed", "3", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.stdout)
+    assert cfg["model"]["select"] and cfg["model"]["select_window"] == 5
+    assert cfg["clip_grad"] == 100.0 and cfg["steps"] == 5 and cfg["seed"] == 3
+    result = runner.invoke(app, [*base, str(ckpt), "--g-leak", "0.2", "--dry-run"])
+    assert result.exit_code != 0 and "network cannot change on --init-from" in result.output
+    result = runner.invoke(app, [*base, str(ckpt), "--resume"])
+    assert result.exit_code != 0 and "--resume continues one" in result.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

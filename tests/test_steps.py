@@ -1,5 +1,6 @@
 """The GAN phases: multi-step unrolling, D's windows, and a discriminator that learns."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -49,6 +50,22 @@ def test_free_run_gives_the_history_g_meets_inside_a_rollout():
     assert not torch.equal(second, clip[:, 5])  # G's frame, not the true one
     torch.testing.assert_close(out[:, 4:], clip[:, 6:])  # the true frames after them
     torch.testing.assert_close(free_run(G, clip, 4, 0, True), clip)
+
+
+def test_g_step_trains_from_the_free_run_history():
+    """With `ahead`, G's loss is the one on the clip `free_run` makes, not on the raw clip."""
+    cfg = dataclasses.replace(PRESETS["small"], model=SMALL, free_run=2, unroll=2)
+    G = busy_generator(SMALL)
+    clip = round_to_8bit(torch.rand(2, 4 + 2 + 2, 3, 32, 32) * 2 - 1)
+
+    def loss(c: torch.Tensor, ahead: int) -> float:
+        g = copy.deepcopy(G)
+        opt = torch.optim.SGD(g.parameters(), lr=0.0)
+        return g_step(g, None, opt, c, cfg, steps=2, ahead=ahead)["loss/g"]
+
+    expected = loss(free_run(G, clip, 4, 2, feedback_8bit=True), 0)
+    assert loss(clip, 2) == pytest.approx(expected)
+    assert loss(clip, 0) != pytest.approx(expected, rel=1e-6)
 
 
 def test_g_step_unrolled_uses_every_step():

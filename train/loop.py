@@ -28,8 +28,6 @@ from avg_rt.train.steps import (
     d_accuracy,
     d_logits,
     d_step,
-    feeds_back_8bit,
-    free_run,
     g_step,
     split,
 )
@@ -216,7 +214,7 @@ def train(
     d_clips = None
     if test_videos and cfg.adversarial:
         held_out = training_sampler(
-            test_videos, cfg, cfg.clip_frames, np.random.default_rng(cfg.seed + 1), fmt
+            test_videos, cfg, L + cfg.unroll, np.random.default_rng(cfg.seed + 1), fmt
         )
         d_clips = clips_to_float(held_out.sample(cfg.test_d_clips), device, fmt)
 
@@ -365,10 +363,7 @@ def train(
                 corner = _corner(rng, cfg)
                 logs |= d_step(G, D_train, opt_d, clip, cfg, k, corner, amp, scaler_d)
             clip = sample()
-            if cfg.free_run:
-                ahead = int(rng.integers(cfg.free_run + 1))
-                clip = free_run(G, clip, L, ahead, feeds_back_8bit(cfg))
-                logs["train/free_run"] = float(ahead)
+            ahead = int(rng.integers(cfg.free_run + 1)) if cfg.free_run else 0
             summary = (step + 1) % cfg.summary_interval == 0 or step + 1 == cfg.steps
             logs |= g_step(
                 G_train,
@@ -381,6 +376,7 @@ def train(
                 amp,
                 scaler_g,
                 measure_gradients=summary,
+                ahead=ahead,
             )
             step += 1
             # Every rank agrees, so that all stop before the next collective; nothing of a

@@ -73,14 +73,21 @@ def free_run(
     G: nn.Module, clip: torch.Tensor, history_len: int, steps: int, feedback_8bit: bool
 ) -> torch.Tensor:
     """`clip` (N, T, C, h, w) as G meets it `steps` steps into a rollout: the last
-    `history_len` frames of its history followed by G's own `steps` predictions (no gradient;
-    rounded to 8-bit levels with `feedback_8bit`, as `avg_rt.predict.rollout` feeds them
-    back), then the true frames after those steps: (N, T - steps, C, h, w)."""
+    `history_len` frames of its history followed by G's own `steps` predictions, then the true
+    frames after those steps: (N, T - steps, C, h, w). G predicts as `avg_rt.predict.rollout`
+    runs it (eval mode, so with its deadzone and palette, where set; no gradient), and its
+    frames are rounded to 8-bit levels with `feedback_8bit`, as the rollout feeds them back."""
     frames = list(clip[:, :history_len].unbind(1))
-    with torch.no_grad():
-        for _ in range(steps):
-            new = unwrap(G)(torch.cat(frames[-history_len:], dim=1))
-            frames.append(round_to_8bit(new) if feedback_8bit else new)
+    net = unwrap(G)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            for _ in range(steps):
+                new = net(torch.cat(frames[-history_len:], dim=1))
+                frames.append(round_to_8bit(new) if feedback_8bit else new)
+    finally:
+        net.train(was_training)
     seen = torch.stack(frames[-history_len:], dim=1)
     return torch.cat([seen, clip[:, history_len + steps :]], dim=1)
 
@@ -228,8 +235,11 @@ def g_step(
     autocast: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     measure_gradients: bool = False,
+    ahead: int = 0,
 ) -> dict[str, float]:
-    """One generator update on `clip` unrolled `steps` steps (the loss is the mean over steps).
+    """One generator update on `clip` unrolled `steps` steps (the loss is the mean over steps),
+    after `ahead` free-run steps (`free_run`: the unrolled steps start from a history ending in
+    G's own frames; `clip` holds history_len + ahead + steps frames at least).
 
     D's parameters are frozen, but the adversarial term is back-propagated *through* D into G
     (the TF project's generator never got this gradient). G may be a DDP wrapper (its gradients
@@ -239,6 +249,9 @@ def g_step(
     `d_step`.
     """
     L, n = cfg.model.history_len, cfg.model.n_scales
+    before = clip[:, L + ahead - 1 : L + ahead]  # the true frame before the first target
+    if ahead:
+        clip = free_run(G, clip, L, ahead, feeds_back_8bit(cfg))
     history, targets = split(clip[:, : L + steps], L)
     with _autocast(clip, autocast):
         preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg))
@@ -246,7 +259,7 @@ def g_step(
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
         lp_weights = None
         if cfg.still_weight != 1:
-            before = torch.cat([clip[:, L - 1 : L], targets[:, : steps - 1]], dim=1)
+            before = torch.cat([before, targets[:, : steps - 1]], dim=1)
             lp_weights = still_weights(targets[:, :steps], before, cfg.still_weight, n)
         d_logits = None
         if D is not None:
@@ -275,6 +288,7 @@ def g_step(
         **{f"loss/{k}": v.item() for k, v in terms.items()},
         **logs,
         "train/unroll": float(steps),
+        **({"train/free_run": float(ahead)} if cfg.free_run else {}),
         "train/psnr": m["psnr"].mean().item(),  # of the last unrolled step
         "train/sharp_diff": m["sharp_diff"].mean().item(),
     }

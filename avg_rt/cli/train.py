@@ -32,11 +32,17 @@ FIXED_ON_RESUME = ("adversarial", "d_optimizer", "seed", "crop")
 
 
 def resume_config(
-    saved: TrainConfig, model: ModelConfig | None, device: str, overrides: dict[str, Any]
+    saved: TrainConfig,
+    model: ModelConfig | None,
+    device: str,
+    overrides: dict[str, Any],
+    option: str = "--resume",
 ) -> tuple[TrainConfig, list[str]]:
     """The saved config of a run with the options given on its resume applied, and a note
     for each value that changed. Refuses (ConfigError) a change of the network (`model`, from
-    --preset/--form) or of FIXED_ON_RESUME; the inference-only options may change."""
+    --preset/--form) or, on a resume, of FIXED_ON_RESUME; the inference-only options may
+    change. `option` "--init-from": the config a new run starts from (any field may change
+    but the network)."""
     model = model or saved.model
     new, old = training_form(model), training_form(saved.model)
     if new != old:
@@ -46,10 +52,10 @@ def resume_config(
             if getattr(new, f.name) != getattr(old, f.name)
         ]
         raise ConfigError(
-            f"the run's network cannot change on --resume ({', '.join(differ)}); start a new run"
+            f"the run's network cannot change on {option} ({', '.join(differ)}); start a new run"
         )
     given = {k: v for k, v in overrides.items() if v is not None and getattr(saved, k) != v}
-    for name in FIXED_ON_RESUME:
+    for name in FIXED_ON_RESUME if option == "--resume" else ():
         if name in given:
             raise ConfigError(
                 f"--{name.replace('_', '-')}: cannot change on --resume (the run was trained "
@@ -314,8 +320,8 @@ def train(
         Path | None,
         Opt(
             help="Start a new run from this checkpoint's networks (G, and D where it has "
-            "one) with fresh optimizers at step 0: fine-tuning. Its network must be the one "
-            "trained."
+            "one) and config, with fresh optimizers at step 0: fine-tuning. Options given "
+            "change its config, all but the network."
         ),
     ] = None,
     mmap_cache: Annotated[
@@ -390,22 +396,24 @@ def train(
     cfg = with_inference_options(cfg, **given)
     from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
 
-    check_run_folder(out, resume)  # before reading any data
     if init_from is not None and resume:
         raise ConfigError("--init-from starts a new run and --resume continues one; give one")
+    check_run_folder(out, resume)  # before reading any data
     local = [Path(p) for p in (data, test) if p is not None and Path(p).exists()]
     check_outside(out, local)
     first_episode = 0  # of a live emulator
-    if resume:
+    if resume or init_from is not None:
         from avg_rt import checkpoint
         from avg_rt.training import resume_episode
 
-        state = checkpoint.load(out / CHECKPOINT)
-        check_resumable(state, out / CHECKPOINT)
-        first_episode = resume_episode(state)
+        source = out / CHECKPOINT if init_from is None else init_from
+        state = checkpoint.load(source)
+        if resume:
+            check_resumable(state, source)
+            first_episode = resume_episode(state)
         saved = state["config"]
         # The network asked for: the preset's (with --form) if --preset is given, else the
-        # run's own with --form applied.
+        # run's (or the --init-from checkpoint's) own with --form applied.
         model = None
         if preset is not None:
             model = cfg.model
@@ -429,9 +437,11 @@ def train(
         if any(v is not None for v in given.values()):
             changes = {k: v for k, v in given.items() if v is not None}
             model = dataclasses.replace(model or saved.model, **changes)
-        cfg, changed = resume_config(saved, model, device, overrides)
+        option = "--resume" if resume else "--init-from"
+        cfg, changed = resume_config(saved, model, device, overrides, option)
         if changed:
-            typer.echo("resuming with " + ", ".join(changed), err=True)
+            what = "resuming" if resume else f"starting from {source}'s config"
+            typer.echo(f"{what} with " + ", ".join(changed), err=True)
     if palette == "auto":
         _check_palette_auto(cfg, data, palette_radius)
     if dry_run:

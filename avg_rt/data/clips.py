@@ -117,7 +117,10 @@ def training_sampler(
     fmt: FrameFormat = RGB8,
 ) -> ClipSampler:
     """The sampler of training clips `cfg` describes (crop, movement filter), clip_len frames
-    each: the model's history, then the targets."""
+    each: the model's history, then the targets (the free-run frames, `TrainConfig.free_run`,
+    then the unrolled ones). The movement filter measures the history ("history") or the
+    history and the unrolled frames ("clip"), whatever the free run adds."""
+    L = cfg.model.history_len
     return ClipSampler(
         videos,
         clip_len,
@@ -127,7 +130,8 @@ def training_sampler(
         cfg.movement_tries,
         cfg.unfiltered_prob,
         fmt,
-        cfg.model.history_len if cfg.movement_on == "history" else None,
+        # "clip": the history and the unrolled targets, not the free-run frames (`free_run`)
+        L if cfg.movement_on == "history" else min(clip_len, L + cfg.unroll),
     )
 
 
