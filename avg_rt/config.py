@@ -264,10 +264,10 @@ class TrainConfig:
     unroll: int = 1
     unroll_ramp: int = 0
     # Not in the paper: before each G step, G runs a number of steps drawn uniformly from
-    # 0..free_run on its own predictions without gradients (8-bit as in a rollout, with
-    # `feedback_8bit`), and the unrolled steps start from the history that leaves, ending in
-    # G's own frames, against the true frames after it: G learns from the inputs a long
-    # rollout feeds it (Venkatraman et al. 2015, "data as demonstrator"). 0: off.
+    # 0..free_run on its own predictions without gradients, as a rollout runs it (8-bit with
+    # `feedback_8bit`; palette, deadzone), and the unrolled steps start from the history that
+    # leaves, ending in G's own frames, against the true frames after it: G learns from the
+    # inputs a long rollout feeds it (Venkatraman et al. 2015, "data as demonstrator"). 0: off.
     free_run: int = 0
     crop: int = 32
     # Unrolled steps see G's predictions rounded to 8-bit levels (straight-through gradient),

@@ -24,13 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from avg_rt.train import distributed
-from avg_rt.train.steps import (
-    d_accuracy,
-    d_logits,
-    d_step,
-    g_step,
-    split,
-)
+from avg_rt.train.steps import d_accuracy, d_logits, d_step, g_step, split
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -536,12 +530,12 @@ def start_from(
     exist (a D it lacks starts fresh), for a new run: optimizers, step and random streams
     start anew. ConfigError unless its network is the one `cfg` trains."""
     state = checkpoint.load(path, device)
-    saved = training_form(state["config"].model)
-    if saved != training_form(cfg.model):
+    saved, wanted = training_form(state["config"].model), training_form(cfg.model)
+    if saved != wanted:
         differ = [
-            f"{f.name} {getattr(saved, f.name)} (checkpoint) vs {getattr(cfg.model, f.name)}"
+            f"{f.name} {getattr(saved, f.name)} (checkpoint) vs {getattr(wanted, f.name)}"
             for f in dataclasses.fields(saved)
-            if getattr(saved, f.name) != getattr(training_form(cfg.model), f.name)
+            if getattr(saved, f.name) != getattr(wanted, f.name)
         ]
         raise ConfigError(f"--init-from: {path} holds another network ({', '.join(differ)})")
     nets = {"generator": G} | (
