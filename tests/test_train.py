@@ -172,6 +172,12 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_networks(tiny_dataset, tm
         for k, v in start[net].items():
             torch.testing.assert_close(seen[net][k], v)
     assert end["step"] == 3
+    origin = json.loads((tmp_path / "b" / "init_from.json").read_text())
+    assert origin == {
+        "checkpoint": str(first.resolve()),
+        "step": 2,
+        "networks": ["generator", "discriminator"],
+    }
     logs = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     ahead = {log["train/free_run"] for log in logs if "train/free_run" in log}
     assert ahead and ahead <= {0, 1, 2}

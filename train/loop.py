@@ -224,10 +224,11 @@ def train(
     scaler_g = torch.amp.GradScaler("cuda") if fp16 else None
     scaler_d = torch.amp.GradScaler("cuda") if fp16 and D is not None else None
 
+    origin = None  # where a fine-tuning run's networks came from (init_from.json)
     if init_from is not None:
         if resume:
             raise ConfigError("--init-from starts a new run and --resume continues one; give one")
-        start_from(G, D, Path(init_from), cfg, device)
+        origin = start_from(G, D, Path(init_from), cfg, device)
 
     # --- resume -------------------------------------------------------------------------
     step = 0
@@ -269,6 +270,8 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(to_dict(cfg), indent=2)
         atomic_write_text(run_dir / "config.json", text, overwrite=resume)
+        if origin is not None:
+            atomic_write_text(run_dir / "init_from.json", json.dumps(origin, indent=2))
     G_train = distributed.wrap(G, dist, device)
     D_train = distributed.wrap(D, dist, device) if D is not None else None
 
@@ -525,10 +528,11 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
 
 def start_from(
     G: Generator, D: Discriminator | None, path: Path, cfg: TrainConfig, device: torch.device
-) -> None:
+) -> dict[str, Any]:
     """Load checkpoint `path`'s generator into G, and its discriminator into D where both
     exist (a D it lacks starts fresh), for a new run: optimizers, step and random streams
-    start anew. ConfigError unless its network is the one `cfg` trains."""
+    start anew. ConfigError unless its network is the one `cfg` trains. Returns what the run
+    records of its origin: the checkpoint's path, step and the networks taken."""
     state = checkpoint.load(path, device)
     saved, wanted = training_form(state["config"].model), training_form(cfg.model)
     if saved != wanted:
@@ -544,6 +548,7 @@ def start_from(
     checkpoint.require_finite(path, {k: state[k] for k in nets}, "weights")
     for key, net in nets.items():
         net.load_state_dict(state[key])
+    return {"checkpoint": str(path.resolve()), "step": int(state["step"]), "networks": [*nets]}
 
 
 def check_resumable(state: dict[str, Any], path: Path) -> None:
