@@ -449,6 +449,17 @@ def training_form(model: ModelConfig) -> ModelConfig:
     return dataclasses.replace(model, **off)
 
 
+def network_changes(old: ModelConfig, new: ModelConfig) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) for every field in which `new` trains another network
+    than `old` (the inference-only options aside); empty where they train the same one."""
+    a, b = training_form(old), training_form(new)
+    return [
+        (f.name, getattr(a, f.name), getattr(b, f.name))
+        for f in dataclasses.fields(ModelConfig)
+        if getattr(a, f.name) != getattr(b, f.name)
+    ]
+
+
 def resolve_config(
     preset: str,
     form: str | None = None,

@@ -9,7 +9,6 @@ A step is one iteration; the checkpoint's `step` counts completed iterations.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import json
 import math
@@ -36,7 +35,7 @@ from rich.progress import (
 from torch import nn
 
 from avg_rt import checkpoint
-from avg_rt.config import ConfigError, TrainConfig, to_dict, training_form
+from avg_rt.config import ConfigError, TrainConfig, network_changes, to_dict
 from avg_rt.data.clips import clips_to_float, frames_to_model, test_clips, training_sampler
 from avg_rt.data.frames import FrameFormat
 from avg_rt.data.live import LiveFeed
@@ -169,6 +168,7 @@ def train(
     """
     # --- init ---------------------------------------------------------------------------
     cfg.validate()
+    check_start(resume, init_from)
     run_dir = Path(run_dir)
     ckpt_path = run_dir / CHECKPOINT
     dist = distributed.from_env()
@@ -226,8 +226,6 @@ def train(
 
     origin = None  # where a fine-tuning run's networks came from (init_from.json)
     if init_from is not None:
-        if resume:
-            raise ConfigError("--init-from starts a new run and --resume continues one; give one")
         origin = start_from(G, D, Path(init_from), cfg, device)
 
     # --- resume -------------------------------------------------------------------------
@@ -526,6 +524,12 @@ def check_run_folder(run_dir: Path, resume: bool) -> None:
         raise ConfigError(f"--out: {run_dir} already exists; choose a new run folder or --resume")
 
 
+def check_start(resume: bool, init_from: str | Path | None) -> None:
+    """Raise ConfigError for a run asked both to continue and to start from a checkpoint."""
+    if resume and init_from is not None:
+        raise ConfigError("--init-from starts a new run and --resume continues one; give one")
+
+
 def start_from(
     G: Generator, D: Discriminator | None, path: Path, cfg: TrainConfig, device: torch.device
 ) -> dict[str, Any]:
@@ -534,13 +538,8 @@ def start_from(
     start anew. ConfigError unless its network is the one `cfg` trains. Returns what the run
     records of its origin: the checkpoint's path, step and the networks taken."""
     state = checkpoint.load(path, device)
-    saved, wanted = training_form(state["config"].model), training_form(cfg.model)
-    if saved != wanted:
-        differ = [
-            f"{f.name} {getattr(saved, f.name)} (checkpoint) vs {getattr(wanted, f.name)}"
-            for f in dataclasses.fields(saved)
-            if getattr(saved, f.name) != getattr(wanted, f.name)
-        ]
+    if changes := network_changes(state["config"].model, cfg.model):
+        differ = [f"{name} {a} (checkpoint) vs {b}" for name, a, b in changes]
         raise ConfigError(f"--init-from: {path} holds another network ({', '.join(differ)})")
     nets = {"generator": G} | (
         {"discriminator": D} if D is not None and "discriminator" in state else {}

@@ -15,9 +15,9 @@ from avg_rt.config import (
     ConfigError,
     ModelConfig,
     TrainConfig,
+    network_changes,
     resolve_config,
     to_dict,
-    training_form,
     with_form,
     with_inference_options,
     with_network_options,
@@ -44,13 +44,8 @@ def resume_config(
     change. `option` "--init-from": the config a new run starts from (any field may change
     but the network)."""
     model = model or saved.model
-    new, old = training_form(model), training_form(saved.model)
-    if new != old:
-        differ = [
-            f"{f.name} {getattr(old, f.name)} -> {getattr(new, f.name)}"
-            for f in dataclasses.fields(ModelConfig)
-            if getattr(new, f.name) != getattr(old, f.name)
-        ]
+    if changes := network_changes(saved.model, model):
+        differ = [f"{name} {a} -> {b}" for name, a, b in changes]
         raise ConfigError(
             f"the run's network cannot change on {option} ({', '.join(differ)}); start a new run"
         )
@@ -394,10 +389,9 @@ def train(
     if palette != "auto":  # else set with the palette it needs
         given["palette_radius"] = 0.0 if palette == "none" else palette_radius
     cfg = with_inference_options(cfg, **given)
-    from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder
+    from avg_rt.train.loop import CHECKPOINT, check_resumable, check_run_folder, check_start
 
-    if init_from is not None and resume:
-        raise ConfigError("--init-from starts a new run and --resume continues one; give one")
+    check_start(resume, init_from)
     check_run_folder(out, resume)  # before reading any data
     local = [Path(p) for p in (data, test) if p is not None and Path(p).exists()]
     check_outside(out, local)
