@@ -269,6 +269,10 @@ class TrainConfig:
     # leaves, ending in G's own frames, against the true frames after it: G learns from the
     # inputs a long rollout feeds it (Venkatraman et al. 2015, "data as demonstrator"). 0: off.
     free_run: int = 0
+    # With free_run: D's step also starts from a free run (its own draw of 0..free_run steps),
+    # so D judges G's frames made from G's own drifted history (where sprites smear and fade)
+    # against the true frames at the same time, not only the frames G makes from true history.
+    d_free_run: bool = False
     crop: int = 32
     # Unrolled steps see G's predictions rounded to 8-bit levels (straight-through gradient),
     # as `avg_rt.predict.rollout` feeds them back by default: G trains on the inputs it meets.
@@ -321,6 +325,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.unroll_ramp < 0 or self.adv_start < 0 or self.free_run < 0:
             raise ConfigError("unroll_ramp, adv_start and free_run must be >= 0")
+        if self.d_free_run and not self.free_run:
+            raise ConfigError("d_free_run needs free_run >= 1 (the steps D's free run draws from)")
         if not self.clip_grad >= 0.0:
             raise ConfigError(f"clip_grad must be >= 0 (0: off), got {self.clip_grad}")
         if not 0.0 <= self.lr_decay <= 1.0:

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 from avg_rt.train.loop import d_optimizer, held_out_d_accuracy, lr_scale, unroll_length
-from avg_rt.train.steps import d_step, d_window, free_run, g_step, split, unroll
+from avg_rt.train.steps import (
+    d_logits,
+    d_step,
+    d_window,
+    free_run,
+    g_step,
+    split,
+    unroll,
+)
 from conftest import SMALL, busy_generator
 
 from avg_rt.config import PRESETS, ConfigError, TrainConfig
@@ -66,6 +74,28 @@ def test_g_step_trains_from_the_free_run_history():
     expected = loss(free_run(G, clip, 4, 2, feedback_8bit=True), 0)
     assert loss(clip, 2) == pytest.approx(expected)
     assert loss(clip, 0) != pytest.approx(expected, rel=1e-6)
+
+
+def test_d_judges_g_frames_from_the_free_run_history_against_the_true_frames_then():
+    """With `ahead`, D's generated windows are G's predictions from the history `free_run`
+    makes, and its real windows the true frames at the same times."""
+    cfg = dataclasses.replace(PRESETS["small"], model=SMALL, free_run=2, unroll=2)
+    G, D = busy_generator(SMALL), Discriminator(SMALL)
+    clip = round_to_8bit(torch.rand(2, 4 + 2 + 2, 3, 32, 32) * 2 - 1)
+    real, fake = d_logits(G, D, clip, cfg, 2, (0, 0), ahead=2)
+    drifted = d_logits(G, D, free_run(G, clip, 4, 2, feedback_8bit=True), cfg, 2, (0, 0))[1]
+    later = d_logits(G, D, clip[:, 2:], cfg, 2, (0, 0))[0]
+    for got, want in zip(fake + real, drifted + later):
+        torch.testing.assert_close(got, want)
+    from_truth = d_logits(G, D, clip[:, 2:], cfg, 2, (0, 0))[1]  # G fed the true history
+    assert not all(torch.allclose(a, b) for a, b in zip(fake, from_truth))
+    logs = d_step(G, D, torch.optim.SGD(D.parameters(), lr=0.0), clip, cfg, 2, ahead=2)
+    assert "train/d_free_run" not in logs
+    cfg = dataclasses.replace(cfg, d_free_run=True)
+    logs = d_step(G, D, torch.optim.SGD(D.parameters(), lr=0.0), clip, cfg, 2, ahead=2)
+    assert logs["train/d_free_run"] == 2
+    with pytest.raises(ConfigError, match="d_free_run needs free_run"):
+        dataclasses.replace(cfg, free_run=0).validate()
 
 
 def test_g_step_unrolled_uses_every_step():

@@ -163,7 +163,7 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_networks(tiny_dataset, tm
             seen["generator"] = {k: v.clone() for k, v in G.state_dict().items()}
             seen["discriminator"] = {k: v.clone() for k, v in D.state_dict().items()}
 
-    cfg = dataclasses.replace(TINY, steps=3, free_run=2, lr_g=1e-12, lr_d=1e-12)
+    cfg = dataclasses.replace(TINY, steps=3, free_run=2, d_free_run=True, lr_g=1e-12, lr_d=1e-12)
     tuned = train(
         cfg, train_v, tmp_path / "b", test_v, progress=False, init_from=first, after_step=record
     )
@@ -179,8 +179,9 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_networks(tiny_dataset, tm
         "networks": ["generator", "discriminator"],
     }
     logs = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    ahead = {log["train/free_run"] for log in logs if "train/free_run" in log}
-    assert ahead and ahead <= {0, 1, 2}
+    for key in ("train/free_run", "train/d_free_run"):
+        ahead = {log[key] for log in logs if key in log}
+        assert ahead and ahead <= {0, 1, 2}
     other = dataclasses.replace(cfg, model=dataclasses.replace(SMALL, g_leak=0.2))
     with pytest.raises(ConfigError, match=r"another network \(g_leak 0.0 \(checkpoint\) vs 0.2"):
         train(other, train_v, tmp_path / "c", progress=False, init_from=first)

@@ -356,7 +356,8 @@ def train(
             if adversarial:
                 clip = sample()
                 corner = _corner(rng, cfg)
-                logs |= d_step(G, D_train, opt_d, clip, cfg, k, corner, amp, scaler_d)
+                d_ahead = int(rng.integers(cfg.free_run + 1)) if cfg.d_free_run else 0
+                logs |= d_step(G, D_train, opt_d, clip, cfg, k, corner, amp, scaler_d, d_ahead)
             clip = sample()
             ahead = int(rng.integers(cfg.free_run + 1)) if cfg.free_run else 0
             summary = (step + 1) % cfg.summary_interval == 0 or step + 1 == cfg.steps

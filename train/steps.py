@@ -169,15 +169,17 @@ def d_step(
     corner: Corner = (0, 0),
     autocast: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    ahead: int = 0,
 ) -> dict[str, float]:
     """One discriminator update on `clip` unrolled `steps` steps; G's predictions are detached.
 
     D (which may be a DDP wrapper) sees real and generated windows in one forward pass, so a
     distributed D all-reduces its gradients exactly once per step. `autocast`: the dtype of
-    the forward pass under autocast (None: float32); `scaler`: see `_update`.
+    the forward pass under autocast (None: float32); `scaler`: see `_update`; `ahead`: see
+    `d_logits`.
     """
     with _autocast(clip, autocast):
-        logits_real, logits_fake = d_logits(G, D, clip, cfg, steps, corner)
+        logits_real, logits_fake = d_logits(G, D, clip, cfg, steps, corner, ahead)
         loss = adversarial_loss(logits_real, real=True, smoothing=cfg.d_label_smoothing)
         loss = loss + adversarial_loss(logits_fake, real=False)
     norm = _update(loss, opt_d, scaler, cfg.clip_grad)
@@ -185,20 +187,33 @@ def d_step(
         "loss/d": loss.item(),
         **{f"grad/d_{k}": v for k, v in norm.items()},
         **d_accuracy(logits_real, logits_fake, "d/"),
+        **({"train/d_free_run": float(ahead)} if cfg.d_free_run else {}),
     }
 
 
 def d_logits(
-    G: nn.Module, D: nn.Module, clip: torch.Tensor, cfg: TrainConfig, steps: int, corner: Corner
+    G: nn.Module,
+    D: nn.Module,
+    clip: torch.Tensor,
+    cfg: TrainConfig,
+    steps: int,
+    corner: Corner,
+    ahead: int = 0,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """D's per-scale logits on the real and on G's windows of `clip` unrolled `steps` steps
-    (G under no_grad), from one forward pass of D."""
+    (G under no_grad), from one forward pass of D.
+
+    With `ahead`, G's steps start after `ahead` free-run steps (`free_run`: from a history
+    ending in G's own frames), and the real windows are the true frames at the same times, with
+    their true histories (`clip` holds history_len + ahead + steps frames at least)."""
     L, n = cfg.model.history_len, cfg.model.n_scales
-    history, targets = split(clip[:, : L + steps], L)
+    real_clip = clip[:, ahead:]
     with torch.no_grad():
+        fed = free_run(G, clip, L, ahead, feeds_back_8bit(cfg)) if ahead else clip
+        history, targets = split(fed[:, : L + steps], L)
         fake, fake_windows = unroll(unwrap(G), history, steps, feeds_back_8bit(cfg))
     real = [pyramid(targets[:, j], n) for j in range(steps)]
-    real_windows = [split(clip[:, j : j + L + 1], L)[0] for j in range(steps)]
+    real_windows = [split(real_clip[:, j : j + L + 1], L)[0] for j in range(steps)]
     real_in, real_hist = _d_inputs(real, real_windows, cfg, corner)
     fake_in, fake_hist = _d_inputs(fake, fake_windows, cfg, corner)
     b = real_in[0].shape[0]

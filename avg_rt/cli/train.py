@@ -198,6 +198,13 @@ def train(
             "without gradients, and trains from there (not in the paper; default 0: off)."
         ),
     ] = None,
+    d_free_run: Annotated[
+        bool | None,
+        Opt(
+            help="With --free-run, D's step starts from a free run too, so D judges G's frames "
+            "made from its own drifted history (not in the paper; default: off)."
+        ),
+    ] = None,
     crop: Annotated[int | None, Opt(help="Side of G's training crops (D: 32x32 windows).")] = None,
     feedback_8bit: Annotated[
         bool | None,
@@ -353,6 +360,7 @@ def train(
         unroll=unroll,
         unroll_ramp=unroll_ramp,
         free_run=free_run,
+        d_free_run=d_free_run,
         crop=crop,
         feedback_8bit=feedback_8bit,
         movement_on=movement_on,
