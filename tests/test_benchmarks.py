@@ -167,7 +167,7 @@ def test_exact_frames_counts_clips_right_to_the_last_pixel():
     frames[1, 0, 5, 7, 2] ^= 1  # clip 1, step 1: one level of one channel of one pixel
     frames[2, 1] = 255 - truth[2, 1]  # clip 2, step 2: everything wrong
     last = truth[:, 0]
-    scores = _scores(frames, truth, np.ones(truth.shape[:-1], bool), last)
+    scores = _scores(frames, truth, np.ones(truth.shape[:-1], bool), last, last)
     assert scores["exact_frames"].tolist() == [[100, 100], [0, 100], [100, 0]]
     assert _aggregate(scores)["exact_frames"]["mean"] == pytest.approx([200 / 3, 200 / 3])
     assert scores["psnr"][1, 0] > 70  # the one-level miss: high PSNR, yet not exact
@@ -631,12 +631,39 @@ def test_quality_scores_in_pieces_equal_scores_at_once():
     frames[:, :, :8] = rng.integers(0, 256, (n, s, 8, 16, 3), dtype=np.uint8)
     last = truth[:, 0]
     moving = (truth != last[:, None]).any(-1) | (frames != last[:, None]).any(-1)
-    whole = _scores(frames, truth, moving, last)
-    pieces = _scores_in_pieces(frames, truth, moving, last, batch=2)
-    assert set(pieces) == set(whole) and "ssim_moving" in whole
+    background = truth[:, 1]
+    whole = _scores(frames, truth, moving, last, background)
+    pieces = _scores_in_pieces(frames, truth, moving, last, background, batch=2)
+    assert set(pieces) == set(whole) and {"ssim_moving", "foreground_hit"} <= set(whole)
     for k in whole:
         assert pieces[k].shape == (n, s)
         np.testing.assert_allclose(pieces[k], whole[k], rtol=1e-6, atol=1e-6)
+
+
+def test_foreground_scores_tell_a_faded_sprite_from_a_misplaced_one():
+    """A 4x4 sprite moving over a still background: copying keeps all of its pixels and hits
+    the part still under it, a prediction that fades it to FOREGROUND_LEVELS draws none, a
+    blur of half strength still draws all of it; no truth sprite: NaN."""
+    from avg_rt.benchmark.quality import FOREGROUND_LEVELS, backgrounds, foreground_scores
+
+    back = np.full((16, 16, 3), 40, np.uint8)
+    seq = np.repeat(back[None], 9, axis=0)
+    for t in range(9):
+        seq[t, 6:10, t : t + 4] = 200  # moves one pixel per frame
+    history, truth = seq[None, :4], seq[None, 4:]
+    bg = backgrounds(history, truth)
+    np.testing.assert_array_equal(bg[0], back)  # the sprite covers no pixel in most frames
+    copy = np.repeat(history[:, -1:], 5, axis=1)  # the sprite at x 3..6 at every step
+    copied = foreground_scores(copy, truth, bg)
+    assert copied["foreground_kept"].tolist() == [[100.0] * 5]
+    assert copied["foreground_hit"].tolist() == [[75.0, 50.0, 25.0, 0.0, 0.0]]
+    faded = truth.copy()
+    faded[0, :, 6:10] = np.minimum(faded[0, :, 6:10], 40 + FOREGROUND_LEVELS)
+    assert foreground_scores(faded, truth, bg)["foreground_kept"].tolist() == [[0.0] * 5]
+    half = ((truth.astype(np.int16) + back) // 2).astype(np.uint8)  # 120: 80 levels above
+    assert foreground_scores(half, truth, bg)["foreground_hit"].tolist() == [[100.0] * 5]
+    empty = np.repeat(bg[:, None], 5, axis=1)
+    assert np.isnan(foreground_scores(copy, empty, bg)["foreground_kept"]).all()
 
 
 def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(

@@ -45,7 +45,19 @@ def table_steps(steps: int) -> list[int]:
 BASELINE = "copy last frame"
 
 # Metrics kept per clip at the table's steps (for paired comparisons on the same clips).
-PER_CLIP = ("psnr", "ssim", "psnr_moving", "sharp_diff_moving", "exact_frames")
+PER_CLIP = (
+    "psnr",
+    "ssim",
+    "psnr_moving",
+    "sharp_diff_moving",
+    "exact_frames",
+    "foreground_kept",
+    "foreground_hit",
+)
+
+# A pixel is foreground (a sprite, in a game) where some channel is more than this many 8-bit
+# levels from the clip's background; fainter smudges are not counted as drawn.
+FOREGROUND_LEVELS = 32
 
 # The benchmark's two modes (`avg-rt bench quality [--full]`): which held-out clips it scores.
 FULL = dict(episodes=10, episode_frames=500, steps=64, stride=20, max_clips=100)
@@ -102,14 +114,51 @@ def clips(
     return arr[:, :4], arr[:, 4:]
 
 
+def backgrounds(history: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each clip's background (N, H, W, 3) uint8: the per-pixel, per-channel median of its
+    history and true frames, what stays put for most of the clip (in Ms. Pac-Man the maze, its
+    dots and the score; sprites move on)."""
+    return np.median(np.concatenate([history, truth], axis=1), axis=1).astype(np.uint8)
+
+
+def foreground(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """(N, S, H, W) bool: the pixels of frames (N, S, H, W, C) more than FOREGROUND_LEVELS
+    from their clip's background (N, H, W, C) in some channel."""
+    diff = np.abs(frames.astype(np.int16) - background[:, None].astype(np.int16))
+    return (diff > FOREGROUND_LEVELS).any(-1)
+
+
+def foreground_scores(
+    frames: np.ndarray, truth: np.ndarray, background: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Whether a prediction still draws the moving objects, as % of the truth's foreground
+    pixels (`foreground`), per clip and step (N, S); NaN where the truth has none.
+    `foreground_kept`: the prediction's foreground pixels, wherever they are (100: as much is
+    drawn as the truth draws; a model that fades its sprites falls towards 0, copying keeps
+    about 100). `foreground_hit`: those that lie on the truth's foreground (in the right
+    place)."""
+    pred, true = foreground(frames, background), foreground(truth, background)
+    n = true.sum(axis=(2, 3)).astype(np.float64)
+    n[n == 0] = np.nan
+    return {
+        "foreground_kept": 100 * pred.sum(axis=(2, 3)) / n,
+        "foreground_hit": 100 * (pred & true).sum(axis=(2, 3)) / n,
+    }
+
+
 def _scores(
-    frames: np.ndarray, truth: np.ndarray, moving: np.ndarray, last: np.ndarray
+    frames: np.ndarray,
+    truth: np.ndarray,
+    moving: np.ndarray,
+    last: np.ndarray,
+    background: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """{metric or metric_moving: (N, S)} of uint8 frames (N, S, H, W, 3) against the truth, on
     all pixels and on the pixels of `moving` (N, S, H, W) bool; and `still_damaged`, the
     percentage of the frame's pixels that stay exactly as in the last input frame `last`
     (N, H, W, 3) in the truth but not in the prediction; `exact_frames`, 100 where the
-    predicted frame is the true one to the last pixel, else 0 (its mean: % of clips)."""
+    predicted frame is the true one to the last pixel, else 0 (its mean: % of clips); and
+    `foreground_scores` against each clip's `background` (N, H, W, 3)."""
     scores = frame_metrics(
         frames_to_model(frames, "cpu"),
         frames_to_model(truth, "cpu"),
@@ -119,7 +168,7 @@ def _scores(
     still = (truth == last[:, None]).all(-1)
     out["still_damaged"] = 100 * ((frames != truth).any(-1) & still).mean(axis=(2, 3))
     out["exact_frames"] = 100 * (frames == truth).all(axis=(2, 3, 4)).astype(np.float64)
-    return out
+    return out | foreground_scores(frames, truth, background)
 
 
 # Steps scored at once: the float copies and SSIM maps of a piece of clips x steps are what
@@ -128,7 +177,12 @@ SCORE_STEPS = 8
 
 
 def _scores_in_pieces(
-    frames: np.ndarray, truth: np.ndarray, moving: np.ndarray, last: np.ndarray, batch: int
+    frames: np.ndarray,
+    truth: np.ndarray,
+    moving: np.ndarray,
+    last: np.ndarray,
+    background: np.ndarray,
+    batch: int,
 ) -> dict[str, np.ndarray]:
     """`_scores` of (N, S, ...) frames, computed `batch` clips x SCORE_STEPS steps at a time."""
     rows = []
@@ -140,6 +194,7 @@ def _scores_in_pieces(
                 truth[c, t : t + SCORE_STEPS],
                 moving[c, t : t + SCORE_STEPS],
                 last[c],
+                background[c],
             )
             for t in range(0, frames.shape[1], SCORE_STEPS)
         ]
@@ -196,9 +251,10 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         predictions[label] = rollouts(path, history, opts.steps, opts.device, opts.batch)
         moving |= (predictions[label] != last[:, None]).any(-1)
     predictions[BASELINE] = np.repeat(last[:, None], opts.steps, axis=1)
+    background = backgrounds(history, truth)
     scores = {}
     for label, frames in predictions.items():
-        scores[label] = _scores_in_pieces(frames, truth, moving, last, opts.batch)
+        scores[label] = _scores_in_pieces(frames, truth, moving, last, background, opts.batch)
         results[label] = _aggregate(scores[label])
         # Per clip at the table's steps, for paired comparisons of models on the same clips.
         at = [t - 1 for t in table_steps(opts.steps)]
@@ -334,7 +390,11 @@ def _table(report: dict[str, Any]) -> str:
         f"damaged': % of the frame that the truth keeps exactly as in the last input frame "
         f"and the prediction does not (0 for copying); 'exact frames': % of clips whose "
         f"predicted frame is the true one to the last pixel (copying: where nothing moved; "
-        f"these score {DB_CAP:g} dB, and dominate a PSNR mean).",
+        f"these score {DB_CAP:g} dB, and dominate a PSNR mean); 'foreground kept': the "
+        f"prediction's pixels more than {FOREGROUND_LEVELS} levels from the clip's background "
+        f"(its per-pixel median over the clip: sprites move on), as % of the truth's, wherever "
+        f"they are (a model that fades the sprites falls towards 0; copying keeps about 100); "
+        f"'foreground hit': those on the truth's foreground pixels.",
         "",
         "| model | PSNR below copying at steps | SSIM below copying at steps | "
         "D accuracy (real / generated) |",
@@ -371,7 +431,7 @@ def _table(report: dict[str, Any]) -> str:
             lines.append(f"| {label} | {what} | " + " | ".join(cells) + " |")
     lines.append("")
     metrics = ("psnr", "psnr_moving", "sharp_diff", "sharp_diff_moving", "ssim", "ssim_moving")
-    for metric in (*metrics, "still_damaged", "exact_frames"):
+    for metric in (*metrics, "still_damaged", "exact_frames", "foreground_kept", "foreground_hit"):
         lines += [
             f"**{metric}**",
             "",
@@ -423,6 +483,15 @@ def _plots(report: dict[str, Any], stem: Path) -> None:
                 if variant in res
             }
         plot_per_step(f"{stem}-{metric}.png", curves, overwrite=True)
+    curves = {
+        f"foreground {what} (% of the truth's)": {
+            name: res[f"foreground_{what}"]["mean"]
+            for name, res in report["results"].items()
+            if f"foreground_{what}" in res
+        }
+        for what in ("kept", "hit")
+    }
+    plot_per_step(f"{stem}-foreground.png", curves, overwrite=True)
 
 
 def _gif(samples: dict[str, np.ndarray], truth: np.ndarray, path: Path) -> None:
