@@ -125,7 +125,7 @@ def foreground(frames: np.ndarray, background: np.ndarray) -> np.ndarray:
     """(N, S, H, W) bool: the pixels of frames (N, S, H, W, C) more than FOREGROUND_LEVELS
     from their clip's background (N, H, W, C) in some channel."""
     diff = np.abs(frames.astype(np.int16) - background[:, None].astype(np.int16))
-    return (diff > FOREGROUND_LEVELS).any(-1)
+    return np.asarray((diff > FOREGROUND_LEVELS).any(-1))
 
 
 def foreground_scores(
