@@ -272,6 +272,9 @@ class TrainConfig:
     # With free_run: D's step also starts from a free run (its own draw of 0..free_run steps),
     # so D judges G's frames made from G's own drifted history (where sprites smear and fade)
     # against the true frames at the same time, not only the frames G makes from true history.
+    # A conditional D sees G's drifted history before G's frame (the true one before the true
+    # frame), so it judges G's sequence, history included: it may tell G's frames by the
+    # history alone. D's held-out accuracy stays measured from true histories.
     d_free_run: bool = False
     crop: int = 32
     # Unrolled steps see G's predictions rounded to 8-bit levels (straight-through gradient),

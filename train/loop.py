@@ -128,7 +128,8 @@ def held_out_d_accuracy(
     G: Generator, D: Discriminator, clip: torch.Tensor, cfg: TrainConfig, steps: int
 ) -> dict[str, float]:
     """D's accuracy on held-out clips (N, history_len + steps, C, crop, crop), on the task it
-    trains on: real windows against G's, over `steps` unrolled steps, at a fixed corner. D
+    trains on: real windows against G's, over `steps` unrolled steps, at a fixed corner (G from
+    the true history, also with `d_free_run`, so that runs with and without it compare). D
     runs in eval mode, so that measuring it changes no state of it (spectral normalisation's
     power iteration runs in training mode): a run resumed from a checkpoint written after a
     measurement the uninterrupted run did not make still trains the same D."""

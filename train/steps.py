@@ -209,7 +209,10 @@ def d_logits(
     L, n = cfg.model.history_len, cfg.model.n_scales
     real_clip = clip[:, ahead:]
     with torch.no_grad():
-        fed = free_run(G, clip, L, ahead, feeds_back_8bit(cfg)) if ahead else clip
+        fed = clip
+        if ahead:  # in float32, as g_step runs it (outside autocast)
+            with torch.autocast(clip.device.type, enabled=False):
+                fed = free_run(G, clip, L, ahead, feeds_back_8bit(cfg))
         history, targets = split(fed[:, : L + steps], L)
         fake, fake_windows = unroll(unwrap(G), history, steps, feeds_back_8bit(cfg))
     real = [pyramid(targets[:, j], n) for j in range(steps)]
