@@ -167,7 +167,8 @@ def test_exact_frames_counts_clips_right_to_the_last_pixel():
     frames[1, 0, 5, 7, 2] ^= 1  # clip 1, step 1: one level of one channel of one pixel
     frames[2, 1] = 255 - truth[2, 1]  # clip 2, step 2: everything wrong
     last = truth[:, 0]
-    scores = _scores(frames, truth, np.ones(truth.shape[:-1], bool), last, last)
+    still = np.ones(last.shape[:-1], bool)
+    scores = _scores(frames, truth, np.ones(truth.shape[:-1], bool), last, (last, still))
     assert scores["exact_frames"].tolist() == [[100, 100], [0, 100], [100, 0]]
     assert _aggregate(scores)["exact_frames"]["mean"] == pytest.approx([200 / 3, 200 / 3])
     assert scores["psnr"][1, 0] > 70  # the one-level miss: high PSNR, yet not exact
@@ -622,7 +623,7 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
 def test_quality_scores_in_pieces_equal_scores_at_once():
     # The benchmark scores a few clips x steps at a time to bound its memory; the pieces must
     # give exactly what scoring everything at once gives, ragged last pieces included.
-    from avg_rt.benchmark.quality import SCORE_STEPS, _scores, _scores_in_pieces
+    from avg_rt.benchmark.quality import SCORE_STEPS, _scores, _scores_in_pieces, backgrounds
 
     rng = np.random.default_rng(0)
     n, s = 3, SCORE_STEPS + 3
@@ -631,7 +632,7 @@ def test_quality_scores_in_pieces_equal_scores_at_once():
     frames[:, :, :8] = rng.integers(0, 256, (n, s, 8, 16, 3), dtype=np.uint8)
     last = truth[:, 0]
     moving = (truth != last[:, None]).any(-1) | (frames != last[:, None]).any(-1)
-    background = truth[:, 1]
+    background = backgrounds(truth[:, :2], truth)
     whole = _scores(frames, truth, moving, last, background)
     pieces = _scores_in_pieces(frames, truth, moving, last, background, batch=2)
     assert set(pieces) == set(whole) and {"ssim_moving", "foreground_hit"} <= set(whole)
@@ -641,29 +642,34 @@ def test_quality_scores_in_pieces_equal_scores_at_once():
 
 
 def test_foreground_scores_tell_a_faded_sprite_from_a_misplaced_one():
-    """A 4x4 sprite moving over a still background: copying keeps all of its pixels and hits
-    the part still under it, a prediction that fades it to FOREGROUND_LEVELS draws none, a
-    blur of half strength still draws all of it; no truth sprite: NaN."""
+    """A 4x4 sprite moving over a still background with a blinking pixel: copying keeps all of
+    the sprite's pixels and hits the part still under it; a prediction that fades it to
+    FOREGROUND_LEVELS draws none, as does the background alone (the blinking pixel, which has
+    no background, is left out); a 4-frame smear is no sprite; no truth sprite: NaN."""
     from avg_rt.benchmark.quality import FOREGROUND_LEVELS, backgrounds, foreground_scores
 
-    back = np.full((16, 16, 3), 40, np.uint8)
-    seq = np.repeat(back[None], 9, axis=0)
-    for t in range(9):
+    back = np.full((16, 24, 3), 40, np.uint8)
+    seq = np.repeat(back[None], 20, axis=0)
+    for t in range(20):
         seq[t, 6:10, t : t + 4] = 200  # moves one pixel per frame
+        seq[t, 0, 0] = 250 if t % 2 else 0  # blinks, like a power pill
     history, truth = seq[None, :4], seq[None, 4:]
-    bg = backgrounds(history, truth)
-    np.testing.assert_array_equal(bg[0], back)  # the sprite covers no pixel in most frames
-    copy = np.repeat(history[:, -1:], 5, axis=1)  # the sprite at x 3..6 at every step
-    copied = foreground_scores(copy, truth, bg)
-    assert copied["foreground_kept"].tolist() == [[100.0] * 5]
-    assert copied["foreground_hit"].tolist() == [[75.0, 50.0, 25.0, 0.0, 0.0]]
+    bg, stable = backgrounds(history, truth)
+    np.testing.assert_array_equal(bg[0, 1:], back[1:])  # the sprite covers no pixel for long
+    assert not stable[0, 0, 0] and stable[0].sum() == 16 * 24 - 1  # 4 of 20 frames: stable
+    copy = np.repeat(history[:, -1:], 16, axis=1)  # the sprite at x 3..6 at every step
+    copied = foreground_scores(copy, truth, bg, stable)
+    assert copied["foreground_kept"].tolist() == [[100.0] * 16]
+    assert copied["foreground_hit"].tolist() == [[75.0, 50.0, 25.0] + [0.0] * 13]
     faded = truth.copy()
     faded[0, :, 6:10] = np.minimum(faded[0, :, 6:10], 40 + FOREGROUND_LEVELS)
-    assert foreground_scores(faded, truth, bg)["foreground_kept"].tolist() == [[0.0] * 5]
-    half = ((truth.astype(np.int16) + back) // 2).astype(np.uint8)  # 120: 80 levels above
-    assert foreground_scores(half, truth, bg)["foreground_hit"].tolist() == [[100.0] * 5]
-    empty = np.repeat(bg[:, None], 5, axis=1)
-    assert np.isnan(foreground_scores(copy, empty, bg)["foreground_kept"]).all()
+    assert foreground_scores(faded, truth, bg, stable)["foreground_kept"].tolist() == [[0.0] * 16]
+    empty = np.repeat(bg[:, None], 16, axis=1)
+    assert foreground_scores(empty, truth, bg, stable)["foreground_kept"].tolist() == [[0.0] * 16]
+    smear = empty.copy()  # 4 places at a quarter of the sprite's contrast (the mean of 4)
+    smear[0, :, 6:10, 0:16] = 40 + (200 - 40) // 4
+    assert foreground_scores(smear, truth, bg, stable)["foreground_kept"].tolist() == [[0.0] * 16]
+    assert np.isnan(foreground_scores(copy, empty, bg, stable)["foreground_kept"]).all()
 
 
 def test_hard_select_script_picks_one_history_frame_and_restores_the_blend(
