@@ -44,16 +44,15 @@ def table_steps(steps: int) -> list[int]:
 
 BASELINE = "copy last frame"
 
-# Metrics kept per clip at the table's steps (for paired comparisons on the same clips).
-PER_CLIP = (
-    "psnr",
-    "ssim",
-    "psnr_moving",
-    "sharp_diff_moving",
-    "exact_frames",
-    "foreground_kept",
-    "foreground_hit",
+# The foreground scores (`foreground_scores`); their tables lead with the median over clips.
+FOREGROUND = ("foreground_kept", "foreground_hit")
+FOREGROUND_NOTE = (
+    " (median over clips, then mean ± 95% CI: a clip whose truth draws little foreground makes "
+    "a large ratio, which the mean follows)"
 )
+
+# Metrics kept per clip at the table's steps (for paired comparisons on the same clips).
+PER_CLIP = ("psnr", "ssim", "psnr_moving", "sharp_diff_moving", "exact_frames", *FOREGROUND)
 
 # A pixel is foreground (a sprite, in a game) where some channel is more than this many 8-bit
 # levels from the clip's background: a quarter of the range, so faint smears and a sprite
@@ -482,13 +481,6 @@ def _table(report: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-FOREGROUND = ("foreground_kept", "foreground_hit")
-FOREGROUND_NOTE = (
-    " (median over clips, then mean ± 95% CI: a clip whose truth draws little foreground makes "
-    "a large ratio, which the mean follows)"
-)
 
 
 def _steps(steps: list[int]) -> str:
