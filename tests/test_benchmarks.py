@@ -69,6 +69,15 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
     assert all(a >= b - 1e-9 for a, b in zip(with_models, without))
     assert any(a > b + 0.01 for a, b in zip(with_models, without))  # the busy model moved pixels
 
+    # Reference rows: the truth d steps late is copying at step d and the truth of step t - d
+    # after it, on the same mask as every other row.
+    late = run(dataclasses.replace(opts, models={}, late=(1, 2), name="late"))["results"]
+    copy, one, two = late["copy last frame"], late["truth 1 step late"], late["truth 2 steps late"]
+    for metric in ("psnr", "sharp_diff_moving", "ssim", "foreground_hit"):
+        assert one[metric]["mean"][0] == copy[metric]["mean"][0]
+        assert two[metric]["mean"][1] == copy[metric]["mean"][1]
+    assert one["psnr"]["mean"][1] != copy["psnr"]["mean"][1]
+
 
 def test_saved_reports_are_strict_json(tmp_path):
     """A clip where nothing moved has no moving-pixel score (NaN in memory): the report says

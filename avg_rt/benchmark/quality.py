@@ -12,7 +12,8 @@ at 100 dB (identical frames make them infinite; 98.2 dB is one level of one chan
 pixel off at 210x160) before averaging. Clips whose first target frame equals the last input
 (a paused game) are left out: there is nothing to predict. For a checkpoint that keeps its
 discriminator, D's accuracy on 32x32 windows of these clips (real next frames against the
-model's) is reported too.
+model's) is reported too. Optional reference rows (`late`) show the truth itself a few frames
+late: sharp sprites, almost in place, scored beside the models on the same pixels.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class QualityOptions:
     seed: int = 1000
     name: str = "quality-quick"
     out: Path = RESULTS
+    late: tuple[int, ...] = ()  # reference rows: the truth d steps late (`late_truth`)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,6 +118,26 @@ def clips(
     ]
     arr = np.stack(chosen)
     return arr[:, :4], arr[:, 4:]
+
+
+# `late` may reach back at most the history's length: every step has a frame d steps before it.
+LATE_MAX = 4
+
+
+def late_label(d: int) -> str:
+    return f"truth {d} step{'s' if d > 1 else ''} late"
+
+
+def late_truth(history: np.ndarray, truth: np.ndarray, d: int) -> np.ndarray:
+    """A reference predictor (N, S, H, W, 3): at step t, the true frame of step t - d (the
+    history's frames for t <= d). It draws every sprite as sharp as the truth, d frames
+    behind, so it says what the sharpness and foreground scores give a prediction that keeps
+    the sprites and places them almost right, beside a model that fades them. d = 1 at step 1,
+    and d at step d, is copying the last frame."""
+    if not 1 <= d <= LATE_MAX:
+        raise ValueError(f"late: {d} steps is outside 1 to {LATE_MAX} (the history's frames)")
+    frames = np.concatenate([history, truth], axis=1)
+    return frames[:, history.shape[1] - d : history.shape[1] - d + truth.shape[1]]
 
 
 def backgrounds(history: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -262,6 +284,7 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     else:
         videos = held_out_videos(opts.episodes, opts.episode_frames, opts.seed)
     history, truth = clips(videos, opts.steps, opts.stride, opts.max_clips)
+    late = {late_label(d): late_truth(history, truth, d) for d in opts.late}  # before models
     # The GIF shows the clip whose truth moves most (chosen before any model runs).
     moved = (truth != history[:, -1:]).any(-1).mean(axis=(1, 2, 3))
     shown = int(np.argmax(moved))
@@ -274,6 +297,9 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         predictions[label] = rollouts(path, history, opts.steps, opts.device, opts.batch)
         moving |= (predictions[label] != last[:, None]).any(-1)
     predictions[BASELINE] = np.repeat(last[:, None], opts.steps, axis=1)
+    for label, frames in late.items():  # compared rows: their changes join the mask too
+        predictions[label] = frames
+        moving |= (frames != last[:, None]).any(-1)
     background = backgrounds(history, truth)
     scores = {}
     for label, frames in predictions.items():

@@ -61,6 +61,15 @@ def quality(
         int | None,
         Opt(help="Rollout steps (default: 64 full, 16 quick); the clips depend on it.", min=1),
     ] = None,
+    late: Annotated[
+        list[int] | None,
+        Opt(
+            help="Add a reference row: the true frames D steps late (sharp sprites, D frames "
+            "behind), D in 1-4, repeatable.",
+            min=1,
+            max=4,
+        ),
+    ] = None,
     device: DeviceOpt = "cpu",
     name: Annotated[str | None, Opt(help="Result name (default: quality-quick/-full).")] = None,
     out: Annotated[Path | None, Opt(help="Results folder (default: benchmarks/results).")] = None,
@@ -82,6 +91,7 @@ def quality(
         device=device,
         name=name or f"quality-{'full' if full else 'quick'}",
         out=out or RESULTS,
+        late=tuple(late or ()),
         **mode,
     )
     report = run(opts)
