@@ -77,6 +77,8 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
         assert one[metric]["mean"][0] == copy[metric]["mean"][0]
         assert two[metric]["mean"][1] == copy[metric]["mean"][1]
     assert one["psnr"]["mean"][1] != copy["psnr"]["mean"][1]
+    assert "'truth d steps late': a reference" in (tmp_path / "late.md").read_text()
+    assert "steps late'" not in (tmp_path / "alone.md").read_text()
 
 
 def test_saved_reports_are_strict_json(tmp_path):

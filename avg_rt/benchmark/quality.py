@@ -445,7 +445,14 @@ def _table(report: dict[str, Any]) -> str:
         f"in less than {STABLE_FRACTION:.0%} of the frames are left out), as % of the truth's, "
         f"wherever they are (a model that fades the sprites falls towards 0, copying keeps "
         f"about 100; blotches raise it too); 'foreground hit': those on the truth's "
-        f"foreground pixels.",
+        f"foreground pixels."
+        + (
+            " 'truth d steps late': a reference, not a model: at step t the true frame of "
+            "step t - d (sharp sprites, d frames behind); its changes join the moving mask as "
+            "a model's do."
+            if report["options"].get("late")
+            else ""
+        ),
         "",
         "| model | PSNR below copying at steps | SSIM below copying at steps | "
         "D accuracy (real / generated) |",
