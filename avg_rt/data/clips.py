@@ -22,7 +22,7 @@ def check_video(video: Video, clip_len: int, crop: int) -> None:
     if len(video.frames) < clip_len:
         raise DataError(
             video.name,
-            f"video has {len(video.frames)} frames, at least {clip_len} needed (history + 1)",
+            f"video has {len(video.frames)} frames, at least {clip_len} needed (one training clip)",
         )
     h, w = video.size
     if h < crop or w < crop:
