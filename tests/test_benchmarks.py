@@ -847,3 +847,31 @@ def test_train_log_summary(tmp_path, capsys):
     log.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
     with pytest.raises(SystemExit, match=r"log.jsonl:2: not a JSON log line"):
         main([str(log)])
+
+
+def test_judge_tells_faded_sprites_from_real_ones_but_not_a_moved_sprite():
+    """The judge's accuracy: exactly 0.5 on the true frames themselves, near 1 where the
+    prediction fades its sprite into the background, near 0.5 where it draws the sprite sharp
+    somewhere else (placement is not what it judges)."""
+    from avg_rt.benchmark.quality import judge
+
+    rng = np.random.default_rng(0)
+    n, size = 24, 48
+    background = rng.integers(0, 80, (n, size, size, 3), dtype=np.uint8)
+    sprite = np.zeros((6, 6, 3), np.uint8)
+    sprite[::2, ::2, 0] = sprite[1::2, 1::2, 0] = 255  # a sharp red checkerboard
+
+    def frames_with_sprites_at(places):
+        out = background.copy()
+        for f, (y, x) in zip(out, places):
+            f[y : y + 6, x : x + 6] = sprite
+        return out
+
+    truth = frames_with_sprites_at(rng.integers(0, size - 6, (n, 2)))
+    moved = frames_with_sprites_at(rng.integers(0, size - 6, (n, 2)))
+    faded = ((background.astype(np.uint16) * 3 + truth) // 4).astype(np.uint8)
+    moving = (truth != background).any(-1) | (moved != background).any(-1)
+    same = judge(truth, truth, moving)
+    assert same["accuracy"] == 0.5 and same["n"] == 2 * 12 * 16
+    assert judge(faded, truth, moving)["accuracy"] > 0.8
+    assert judge(moved, truth, moving)["accuracy"] < 0.65

@@ -84,6 +84,7 @@ class QualityOptions:
     name: str = "quality-quick"
     out: Path = RESULTS
     late: tuple[int, ...] = ()  # reference rows: the truth d steps late (`late_truth`)
+    judge: bool = False  # a fresh classifier's accuracy per row and table step (`judge`)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -310,6 +311,10 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         results[label]["per_clip"] = {
             m: np.round(cap_db(m, scores[label][m][:, at]), 4).T.tolist() for m in PER_CLIP
         }
+        if opts.judge:  # the same windows and seed for every row, at the table's steps
+            results[label]["judge"] = [
+                judge(frames[:, i], truth[:, i], moving[:, i], opts.seed) for i in at
+            ]
         if label in opts.models:
             accuracy = discriminator_accuracy(opts.models[label], history, truth)
             if accuracy is not None:
@@ -330,6 +335,88 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     _plots(report, opts.out / opts.name)
     _gif(samples, truth[shown], opts.out / f"{opts.name}.gif")
     return report
+
+
+# The judge (`judge`): a fresh classifier of 32x32 windows, trained JUDGE_ITERATIONS steps on
+# half the clips and tested on the other half.
+JUDGE_WINDOW = 32
+JUDGE_WINDOWS_PER_CLIP = 16
+JUDGE_ITERATIONS = 400
+
+
+def _judge_windows(
+    frames: np.ndarray, centres: list[np.ndarray], clips: np.ndarray
+) -> torch.Tensor:
+    """(sum of windows, 3, 32, 32) in [-1, 1]: the windows of frames (N, H, W, 3) at each
+    clip's `centres` (k, 2), moved inside the frame where they would cross its edge."""
+    h, w = frames.shape[1:3]
+    out = []
+    for c in clips:
+        for y, x in centres[c]:
+            top = int(np.clip(y - JUDGE_WINDOW // 2, 0, h - JUDGE_WINDOW))
+            left = int(np.clip(x - JUDGE_WINDOW // 2, 0, w - JUDGE_WINDOW))
+            out.append(frames[c, top : top + JUDGE_WINDOW, left : left + JUDGE_WINDOW])
+    return frames_to_model(np.stack(out), "cpu")
+
+
+def judge(
+    frames: np.ndarray, truth: np.ndarray, moving: np.ndarray, seed: int = 0
+) -> dict[str, float]:
+    """Can a classifier that has never seen the model tell its frames from the true ones? A
+    classifier two-sample test on one step: a small CNN, trained from scratch (fixed seed) on
+    32x32 windows of the true frames (N, H, W, 3) against the same windows of the predicted
+    ones, centred on random pixels of `moving` (N, H, W) (both at the same places, so where a
+    window is tells nothing), from the even clips; its accuracy on the odd clips' windows,
+    with a 95% interval. About 0.5: the predictions look like real frames there (a frame
+    predicted exactly is one); towards 1: they are told apart (faded sprites, blotches). It
+    judges what the windows look like, not whether the sprites are in the right place. NaN
+    where fewer than 2 clips of each half have moving pixels."""
+    rng = np.random.default_rng(seed)
+    size = frames.shape[1:3]
+    if min(size) < JUDGE_WINDOW:
+        raise ValueError(f"the judge needs frames of at least {JUDGE_WINDOW}x{JUDGE_WINDOW}")
+    centres = []
+    for m in moving:
+        where = np.argwhere(m)  # (k, 2); no moving pixel: (0, 2), no window
+        centres.append(
+            where[rng.integers(0, len(where), JUDGE_WINDOWS_PER_CLIP)] if len(where) else where
+        )
+    used = np.array([i for i, c in enumerate(centres) if len(c)])
+    train, test = used[used % 2 == 0], used[used % 2 == 1]
+    if len(train) < 2 or len(test) < 2:
+        return {"accuracy": float("nan"), "ci95": float("nan"), "n": 0}
+    real, fake = (_judge_windows(x, centres, train) for x in (truth, frames))
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        torch.nn.LeakyReLU(0.2),
+        torch.nn.Conv2d(32, 32, 3, stride=2, padding=1),
+        torch.nn.LeakyReLU(0.2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 1),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    labels = torch.cat([torch.ones(32), torch.zeros(32)])
+    for _ in range(JUDGE_ITERATIONS):
+        i, j = rng.integers(0, len(real), 32), rng.integers(0, len(fake), 32)
+        logits = net(torch.cat([real[i], fake[j]])).squeeze(1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        right = torch.cat(
+            [
+                net(_judge_windows(truth, centres, test)) > 0,
+                net(_judge_windows(frames, centres, test)) <= 0,
+            ]
+        )
+    acc = float(right.float().mean())
+    n = len(right)
+    return {"accuracy": acc, "ci95": 1.96 * float(np.sqrt(acc * (1 - acc) / n)), "n": n}
 
 
 def discriminator_accuracy(
@@ -512,6 +599,22 @@ def _table(report: dict[str, Any]) -> str:
                     median = np.nanmedian(np.asarray(res["per_clip"][metric], float), axis=1)
                 cells = [f"{md:.1f} ({c})" for md, c in zip(median, cells)]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    judged = {k: v["judge"] for k, v in report["results"].items() if "judge" in v}
+    if judged:
+        lines += [
+            f"**judge accuracy** (a classifier trained from scratch on the even clips' "
+            f"{JUDGE_WINDOW}x{JUDGE_WINDOW} windows, centred on moving pixels, of the true "
+            f"frames against the row's at the same places; its accuracy on the odd clips', "
+            f"± 95%: about 0.5, the row's windows look like real ones; 1, they are told apart "
+            f"every time; placement is not judged)",
+            "",
+            "| model | " + " | ".join(f"step {s}" for s in steps) + " |",
+            "|---|" + "---|" * len(steps),
+        ]
+        for label, cells in judged.items():
+            row = [f"{c['accuracy']:.2f} ± {c['ci95']:.2f}" for c in cells]
+            lines.append(f"| {label} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
 

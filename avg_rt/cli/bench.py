@@ -70,6 +70,13 @@ def quality(
             max=4,
         ),
     ] = None,
+    judge: Annotated[
+        bool,
+        Opt(
+            help="Add each row's judge accuracy: a classifier trained from scratch to tell "
+            "its windows from the true ones (0.5: they look real).",
+        ),
+    ] = False,
     device: DeviceOpt = "cpu",
     name: Annotated[str | None, Opt(help="Result name (default: quality-quick/-full).")] = None,
     out: Annotated[Path | None, Opt(help="Results folder (default: benchmarks/results).")] = None,
@@ -92,6 +99,7 @@ def quality(
         name=name or f"quality-{'full' if full else 'quick'}",
         out=out or RESULTS,
         late=tuple(late or ()),
+        judge=judge,
         **mode,
     )
     report = run(opts)
