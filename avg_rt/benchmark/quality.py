@@ -367,10 +367,10 @@ def judge(
     32x32 windows of the true frames (N, H, W, 3) against the same windows of the predicted
     ones, centred on random pixels of `moving` (N, H, W) (both at the same places, so where a
     window is tells nothing), from the even clips; its accuracy on the odd clips' windows,
-    with a 95% interval. About 0.5: the predictions look like real frames there (a frame
-    predicted exactly is one); towards 1: they are told apart (faded sprites, blotches). It
-    judges what the windows look like, not whether the sprites are in the right place. NaN
-    where fewer than 2 clips of each half have moving pixels."""
+    with a 95% interval over those clips (`n` of them). About 0.5: the predictions look like
+    real frames there (a frame predicted exactly is one); towards 1: they are told apart
+    (faded sprites, blotches). It judges what the windows look like, not whether the sprites
+    are in the right place. NaN where fewer than 2 clips of each half have moving pixels."""
     rng = np.random.default_rng(seed)
     size = frames.shape[1:3]
     if min(size) < JUDGE_WINDOW:
@@ -408,15 +408,14 @@ def judge(
         loss.backward()
         opt.step()
     with torch.no_grad():
-        right = torch.cat(
-            [
-                net(_judge_windows(truth, centres, test)) > 0,
-                net(_judge_windows(frames, centres, test)) <= 0,
-            ]
-        )
-    acc = float(right.float().mean())
-    n = len(right)
-    return {"accuracy": acc, "ci95": 1.96 * float(np.sqrt(acc * (1 - acc) / n)), "n": n}
+        said_real = [
+            net(_judge_windows(x, centres, test)).view(len(test), -1) > 0 for x in (truth, frames)
+        ]
+    # Per test clip, the share of its windows (true and predicted) judged right; the interval
+    # over clips, as a clip's windows are alike.
+    per_clip = torch.cat([said_real[0], ~said_real[1]], dim=1).double().mean(dim=1)
+    stats = mean_ci95(per_clip.numpy())
+    return {"accuracy": stats["mean"], "ci95": stats["ci95"], "n": stats["n"]}
 
 
 def discriminator_accuracy(
