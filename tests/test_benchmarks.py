@@ -71,7 +71,9 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
 
     # Reference rows: the truth d steps late is copying at step d and the truth of step t - d
     # after it, on the same mask as every other row.
-    late = run(dataclasses.replace(opts, models={}, late=(1, 2), name="late"))["results"]
+    late = run(dataclasses.replace(opts, models={}, late=(1, 2), judge=True, name="late"))[
+        "results"
+    ]
     copy, one, two = late["copy last frame"], late["truth 1 step late"], late["truth 2 steps late"]
     for metric in ("psnr", "sharp_diff_moving", "ssim", "foreground_hit"):
         assert one[metric]["mean"][0] == copy[metric]["mean"][0]
@@ -79,6 +81,12 @@ def test_quality_benchmark_quick(small_checkpoint, onnx_files, tmp_path):
     assert one["psnr"]["mean"][1] != copy["psnr"]["mean"][1]
     assert "'truth d steps late': a reference" in (tmp_path / "late.md").read_text()
     assert "steps late'" not in (tmp_path / "alone.md").read_text()
+    # The judge, per row at the table's steps: 3 clips leave 1 to test on, too few (NaN).
+    assert [len(r["judge"]) for r in late.values()] == [3, 3, 3]
+    assert (
+        np.isnan(one["judge"][0]["accuracy"])
+        and "**judge accuracy**" in (tmp_path / "late.md").read_text()
+    )
 
 
 def test_saved_reports_are_strict_json(tmp_path):
