@@ -122,7 +122,13 @@ def clips(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(history (N, 4, H, W, 3), truth (N, steps, H, W, 3)) uint8 of the clips at
     `clip_starts`; videos must share one frame size."""
-    starts = clip_starts(videos, steps, stride, max_clips)
+    return cut_clips(videos, clip_starts(videos, steps, stride, max_clips), steps)
+
+
+def cut_clips(
+    videos: list[Video], starts: list[tuple[int, int]], steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(history, truth) of the clips at `starts` (video index, first frame), as `clips`."""
     arr = np.stack([np.asarray(videos[v].frames[s : s + 4 + steps]) for v, s in starts])
     return arr[:, :4], arr[:, 4:]
 
@@ -290,10 +296,9 @@ def run(opts: QualityOptions) -> dict[str, Any]:
         videos = load_videos(open_source(opts.data), 4 + opts.steps, why=why)
     else:
         videos = held_out_videos(opts.episodes, opts.episode_frames, opts.seed)
-    history, truth = clips(videos, opts.steps, opts.stride, opts.max_clips)
-    episodes = np.array(
-        [v for v, _ in clip_starts(videos, opts.steps, opts.stride, opts.max_clips)]
-    )
+    starts = clip_starts(videos, opts.steps, opts.stride, opts.max_clips)
+    history, truth = cut_clips(videos, starts, opts.steps)
+    episodes = np.array([v for v, _ in starts])  # the judge splits its clips by episode
     late = {late_label(d): late_truth(history, truth, d) for d in opts.late}  # before models
     # The GIF shows the clip whose truth moves most (chosen before any model runs).
     moved = (truth != history[:, -1:]).any(-1).mean(axis=(1, 2, 3))
@@ -404,13 +409,9 @@ def judge(
     train = used[groups[used] % 2 == 0]
     seen = {truth[i].tobytes() for i in train}
     test = np.array([i for i in used[groups[used] % 2 == 1] if truth[i].tobytes() not in seen])
-    nan = {"mean": float("nan"), "ci95": float("nan"), "n": 0}
+    none = {"mean": float("nan"), "ci95": float("nan"), "n": 0}
     if len(train) < 2 or len(test) < 2:
-        return {"accuracy": nan["mean"], "ci95": nan["ci95"], "n": 0} | {
-            "accuracy_inexact": float("nan"),
-            "ci95_inexact": float("nan"),
-            "n_inexact": 0,
-        }
+        return _judge_scores({"": none, "_inexact": none})
     real, fake = (_judge_windows(x, centres, train) for x in (truth, frames))
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
@@ -439,15 +440,19 @@ def judge(
     # real; the interval over clips, as a clip's windows are alike.
     per_clip = ((a > b).double() + 0.5 * (a == b).double()).mean(dim=1).numpy()
     exact = (frames[test] == truth[test]).all(axis=(1, 2, 3))
-    out: dict[str, float] = {}
-    for suffix, keep in (("", np.ones(len(test), bool)), ("_inexact", ~exact)):
-        stats = mean_ci95(per_clip[keep]) if keep.sum() >= 2 else nan
-        out |= {
-            f"accuracy{suffix}": stats["mean"],
-            f"ci95{suffix}": stats["ci95"],
-            f"n{suffix}": stats["n"],
-        }
-    return out
+    kept = {"": np.ones(len(test), bool), "_inexact": ~exact}
+    return _judge_scores(
+        {k: mean_ci95(per_clip[m]) if m.sum() >= 2 else none for k, m in kept.items()}
+    )
+
+
+def _judge_scores(stats: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"accuracy", "ci95", "n"} + suffix, from `mean_ci95`'s stats per suffix."""
+    return {
+        f"{name}{suffix}": s[key]
+        for suffix, s in stats.items()
+        for name, key in (("accuracy", "mean"), ("ci95", "ci95"), ("n", "n"))
+    }
 
 
 def discriminator_accuracy(
