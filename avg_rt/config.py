@@ -77,6 +77,14 @@ class ModelConfig:
     # 4 pixels per recorded frame. Starts as `select` (the weight on the last frame's own
     # pixel). `--select-window K`.
     select_window: int = 1
+    # Not in the paper: a stochastic generator. Every scale also takes `noise_channels` maps of
+    # standard normal noise, drawn at the coarsest scale's size (one value per 2^(n-1) x
+    # 2^(n-1) block of the frame, about a sprite) and resized to each scale, so that where the
+    # future is uncertain (which way a ghost turns) a draw can pick one future instead of the
+    # average that fades every sprite. Trained with `TrainConfig.best_of`; each call of the
+    # generator draws new noise (`torch.randn`: seeded by torch.manual_seed). 0: off (the
+    # deterministic generator). `--noise-channels N`.
+    noise_channels: int = 0
     # Not in the paper, delta form only, inference only (eval mode: rollouts, exports): a pixel
     # whose predicted change from the last input frame is below `deadzone` in every channel
     # keeps the last frame's value exactly. In 1/255ths of the value range (8-bit levels for
@@ -149,6 +157,11 @@ class ModelConfig:
         """Channels of the generator input: history_len frames of `channels` stacked."""
         return self.channels * self.history_len
 
+    def g_in_channels(self, scale: int) -> int:
+        """Channels into generator scale `scale` (0: the coarsest): the history, the noise
+        maps, and on every scale but the first the upsampled coarser prediction."""
+        return self.in_channels + self.noise_channels + (self.channels if scale else 0)
+
     @property
     def g_out_channels(self) -> int:
         """Channels of each generator scale's last convolution: the frame's (or its change's),
@@ -188,6 +201,8 @@ class ModelConfig:
             raise ConfigError(f"select_window must be odd and >= 1, got {self.select_window}")
         if self.select_window > 1 and not self.select:
             raise ConfigError("select_window needs the select form (a blend of the history)")
+        if self.noise_channels < 0:
+            raise ConfigError(f"noise_channels must be >= 0, got {self.noise_channels}")
         if self.select_hard and not self.select:
             raise ConfigError("select_hard needs the select form (a pick among the history)")
         if self.deadzone and not self.delta:
@@ -263,6 +278,13 @@ class TrainConfig:
     # patch_size x patch_size windows of them (one random window per batch).
     unroll: int = 1
     unroll_ramp: int = 0
+    # Not in the paper, with a stochastic generator (`ModelConfig.noise_channels`): each G step
+    # draws `best_of` noise sequences per clip, rolls each out over the unrolled steps without
+    # gradients, and trains on the one whose Lp error is least (the "best of many" or MCL
+    # objective: Guzman-Rivera et al. 2012, Bhattacharyya et al. 2018). The draws then learn
+    # distinct futures, each as sharp as the data's uncertainty allows, instead of one average;
+    # D judges that draw. 1: one draw, trained as drawn. Costs best_of forward passes.
+    best_of: int = 1
     # Not in the paper: before each G step, G runs a number of steps drawn uniformly from
     # 0..free_run on its own predictions without gradients, as a rollout runs it (8-bit with
     # `feedback_8bit`; palette, deadzone), and the unrolled steps start from the history that
@@ -322,12 +344,15 @@ class TrainConfig:
             "save_interval",
             "movement_tries",
             "unroll",
+            "best_of",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.unroll_ramp < 0 or self.adv_start < 0 or self.free_run < 0:
             raise ConfigError("unroll_ramp, adv_start and free_run must be >= 0")
+        if self.best_of > 1 and not self.model.noise_channels:
+            raise ConfigError("best_of needs a stochastic generator (noise_channels >= 1)")
         if self.d_free_run and not self.free_run:
             raise ConfigError("d_free_run needs free_run >= 1 (the steps D's free run draws from)")
         if not self.clip_grad >= 0.0:
@@ -458,10 +483,15 @@ def training_form(model: ModelConfig) -> ModelConfig:
     return dataclasses.replace(model, **off)
 
 
-def network_changes(old: ModelConfig, new: ModelConfig) -> list[tuple[str, Any, Any]]:
+def network_changes(
+    old: ModelConfig, new: ModelConfig, widen: bool = False
+) -> list[tuple[str, Any, Any]]:
     """(field, old value, new value) for every field in which `new` trains another network
-    than `old` (the inference-only options aside); empty where they train the same one."""
+    than `old` (the inference-only options aside); empty where they train the same one.
+    `widen` (fine-tuning): more noise channels than `old` is no change (`widen_noise`)."""
     a, b = training_form(old), training_form(new)
+    if widen and a.noise_channels <= b.noise_channels:
+        a = dataclasses.replace(a, noise_channels=b.noise_channels)
     return [
         (f.name, getattr(a, f.name), getattr(b, f.name))
         for f in dataclasses.fields(ModelConfig)
@@ -477,10 +507,12 @@ def resolve_config(
     g_leak: float | None = None,
     select_window: int | None = None,
     d_spectral_norm: bool | None = None,
+    noise_channels: int | None = None,
     **overrides: Any,
 ) -> TrainConfig:
     """The preset with every override that is not None applied (`form`, `channels`,
-    `value_range`, `g_leak`, `select_window` and `d_spectral_norm` to its model)."""
+    `value_range`, `g_leak`, `select_window`, `d_spectral_norm` and `noise_channels` to its
+    model)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -490,7 +522,7 @@ def resolve_config(
         model = dataclasses.replace(model, channels=channels)
     if value_range is not None:
         model = dataclasses.replace(model, value_range=(value_range[0], value_range[1]))
-    model = with_network_options(model, g_leak, select_window, d_spectral_norm)
+    model = with_network_options(model, g_leak, select_window, d_spectral_norm, noise_channels)
     cfg = dataclasses.replace(cfg, model=model)
     cfg.validate()
     return cfg
@@ -501,13 +533,15 @@ def with_network_options(
     g_leak: float | None = None,
     select_window: int | None = None,
     d_spectral_norm: bool | None = None,
+    noise_channels: int | None = None,
 ) -> ModelConfig:
     """`model` with the network options given on the command line (--g-leak,
-    --select-window, --d-spectral-norm) where not None."""
+    --select-window, --d-spectral-norm, --noise-channels) where not None."""
     changes: dict[str, Any] = {
         "g_leak": g_leak,
         "select_window": select_window,
         "d_spectral_norm": d_spectral_norm,
+        "noise_channels": noise_channels,
     }
     return dataclasses.replace(model, **{k: v for k, v in changes.items() if v is not None})
 

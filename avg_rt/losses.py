@@ -23,18 +23,28 @@ def _per_clip_sum(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).sum(1).mean()
 
 
+def lp_per_clip(
+    preds: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    l_num: int,
+    weights: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """(N,): each clip's sum of |G - Y|^l_num (each pixel times its `weights` (N, 1, h, w)
+    per scale, if given), mean over scales."""
+    errors = [(p - y).abs() ** l_num for p, y in zip(preds, targets)]
+    if weights is not None:
+        errors = [e * w for e, w in zip(errors, weights)]
+    return torch.stack([e.flatten(1).sum(1) for e in errors]).mean(0)
+
+
 def lp_loss(
     preds: list[torch.Tensor],
     targets: list[torch.Tensor],
     l_num: int,
     weights: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Sum of |G - Y|^l_num per clip (each pixel times its `weights` (N, 1, h, w) per scale,
-    if given), mean over batch and scales."""
-    errors = [(p - y).abs() ** l_num for p, y in zip(preds, targets)]
-    if weights is not None:
-        errors = [e * w for e, w in zip(errors, weights)]
-    return torch.stack([_per_clip_sum(e) for e in errors]).mean()
+    """`lp_per_clip`, mean over the batch."""
+    return lp_per_clip(preds, targets, l_num, weights).mean()
 
 
 def _abs_grads(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

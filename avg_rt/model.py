@@ -194,11 +194,8 @@ class Generator(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        c = cfg.channels
         self.scales = nn.ModuleList(
-            ScaleGenerator(
-                cfg.in_channels + (c if k else 0), maps, kernels, cfg.g_out_channels, cfg.g_leak
-            )
+            ScaleGenerator(cfg.g_in_channels(k), maps, kernels, cfg.g_out_channels, cfg.g_leak)
             for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels))
         )
         _init(self, cfg)
@@ -218,19 +215,34 @@ class Generator(nn.Module):
                         centre = cfg.channels + n - (k * k + 1) // 2
                         cast(torch.Tensor, last.bias)[centre] = logit
 
-    def forward_scales(self, history: torch.Tensor) -> list[torch.Tensor]:
+    def draw_noise(self, history: torch.Tensor) -> torch.Tensor | None:
+        """Standard normal noise maps for `history` (B, C * history_len, H, W): (B,
+        noise_channels, h, w) at the coarsest scale's size; None for a deterministic
+        generator."""
+        n = self.cfg.noise_channels
+        if not n:
+            return None
+        h, w = scale_sizes(history.shape[-2], history.shape[-1], len(self.scales))[0]
+        return torch.randn(history.shape[0], n, h, w, device=history.device)
+
+    def forward_scales(
+        self, history: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Predictions of every scale, coarsest first; each (B, C, H // 2^k, W // 2^k).
+        `noise`: a stochastic generator's maps (`draw_noise`; None: new ones are drawn).
 
         Through a DistributedDataParallel wrapper, call `ddp(history, all_scales=True)`."""
         inputs = pyramid(history, len(self.scales))
+        z = self.draw_noise(history) if noise is None else noise
         preds: list[torch.Tensor] = []
         c = self.cfg.channels
         for net, x in zip(self.scales, inputs):
-            if preds:
-                up = resize(preds[-1], (x.shape[-2], x.shape[-1]))
-                out = net(torch.cat([x, up], dim=1))  # C * history_len + C channels in
-            else:
-                up, out = None, net(x)
+            size = (x.shape[-2], x.shape[-1])
+            up = resize(preds[-1], size) if preds else None
+            # C * history_len channels, then the noise maps, then the coarser prediction (C)
+            noise_maps = None if z is None else resize(z, size)
+            extra = [t for t in (noise_maps, up) if t is not None]
+            out = net(torch.cat([x, *extra], dim=1) if extra else x)
             if self.cfg.select:  # a change to a per-pixel blend of the history frames
                 hard = self.cfg.select_hard
                 k = self.cfg.select_window
@@ -244,10 +256,12 @@ class Generator(nn.Module):
                 preds.append(torch.tanh(out))
         return preds
 
-    def forward(self, history: torch.Tensor, all_scales: bool = False) -> torch.Tensor:
+    def forward(
+        self, history: torch.Tensor, all_scales: bool = False, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The next frame, (B, C, H, W) float32 in [-1, 1] (`all_scales`: the list of
-        `forward_scales`, the only form a DDP wrapper can return)."""
-        preds = self.forward_scales(history)
+        `forward_scales`, the only form a DDP wrapper can return; `noise`: as there)."""
+        preds = self.forward_scales(history, noise)
         if self.cfg.deadzone and not self.training:
             preds[-1] = apply_deadzone(preds[-1], history[:, -self.cfg.channels :], self.cfg)
         if self.cfg.palette and not self.training:
@@ -271,6 +285,20 @@ class Generator(nn.Module):
         for net in self.scales:
             net.convs.to(dtype)
         return self
+
+
+def widen_noise(state: dict[str, torch.Tensor], old: ModelConfig, new: ModelConfig) -> None:
+    """Turn generator `state` of config `old` into one of `new`, which has more noise
+    channels (and is otherwise the same network): each scale's first convolution gets zero
+    weights for the new noise maps, so the widened generator predicts exactly as before until
+    training teaches it to use them. In place."""
+    extra = new.noise_channels - old.noise_channels
+    for k in range(new.n_scales):
+        key = f"scales.{k}.convs.0.weight"
+        w = state[key]
+        at = old.in_channels + old.noise_channels  # the noise maps come after the history
+        zeros = w.new_zeros(w.shape[0], extra, *w.shape[2:])
+        state[key] = torch.cat([w[:, :at], zeros, w[:, at:]], dim=1)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -352,7 +380,7 @@ def generator_flops(cfg: ModelConfig, height: int, width: int) -> int:
     macs = 0
     for k, (maps, kernels) in enumerate(zip(cfg.g_maps, cfg.g_kernels)):
         h, w = scale_sizes(height, width, cfg.n_scales)[k]
-        widths = (cfg.in_channels + (cfg.channels if k else 0), *maps, cfg.g_out_channels)
+        widths = (cfg.g_in_channels(k), *maps, cfg.g_out_channels)
         for i, ks in enumerate(kernels):
             macs += h * w * ks * ks * widths[i] * widths[i + 1]
     return 2 * macs

@@ -63,10 +63,16 @@ def to_onnx(
     """Export `generator` (unchanged; a CPU copy is exported) with dynamic B, H and W.
 
     Returns the checked model with avg-rt metadata (history_len, config, layout, range,
-    precision plus `metadata`). Raises ExportError if the checker or the symbolic-shape check
-    fails.
+    precision plus `metadata`). Raises ExportError for a stochastic generator, or if the
+    checker or the symbolic-shape check fails.
     """
     cfg = generator.cfg
+    if cfg.noise_channels:
+        raise ExportError(
+            f"noise_channels {cfg.noise_channels}",
+            "a stochastic generator draws its noise in PyTorch; exporting it with a noise input "
+            "is not built yet (roll it out with --backend torch)",
+        )
     model = copy.deepcopy(generator).cpu().eval().float()
     if fp16:
         model.convs_to(torch.float16)

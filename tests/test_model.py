@@ -412,3 +412,45 @@ def test_palette_radius_snaps_only_pixels_near_a_colour():
         dataclasses.replace(SMALL, palette_radius=4).validate()
     with pytest.raises(ConfigError, match="palette_radius must be >= 0"):
         dataclasses.replace(SMALL, palette=PALETTE, palette_radius=-1).validate()
+
+
+def test_noise_channels_make_a_generator_whose_draws_differ_and_widening_keeps_it():
+    """A stochastic generator predicts differently for different noise maps (same maps: same
+    frame) and draws new maps on each call, reproducibly under a seed. A deterministic
+    generator widened to it (`widen_noise`) predicts exactly as before, whatever the noise."""
+    from conftest import busy_generator
+
+    from avg_rt.config import with_form
+    from avg_rt.model import widen_noise
+
+    plain = with_form(dataclasses.replace(SMALL, select_window=3), "select")
+    noisy = dataclasses.replace(plain, noise_channels=2)
+    assert [noisy.g_in_channels(k) for k in range(4)] == [14, 17, 17, 17]
+    g = busy_generator(noisy).eval()
+    for s in g.scales:  # the noise maps must reach the output
+        torch.nn.init.normal_(s.convs[0].weight, std=0.1)
+    x = torch.rand(3, 12, 40, 48) * 2 - 1
+    z = g.draw_noise(x)
+    assert z is not None and z.shape == (3, 2, 5, 6)  # the coarsest scale's size
+    with torch.no_grad():
+        a, b = g(x, noise=z), g(x, noise=z)
+        other = g(x, noise=torch.randn_like(z))
+        torch.manual_seed(5)
+        drawn = g(x)
+        torch.manual_seed(5)
+        again = g(x)
+    torch.testing.assert_close(a, b)
+    assert (a - other).abs().amax() > 0.01
+    torch.testing.assert_close(drawn, again)
+    assert not torch.equal(drawn, g(x))
+    assert generator_flops(noisy, 40, 48) > generator_flops(plain, 40, 48)
+    with pytest.raises(ConfigError, match="noise_channels must be >= 0"):
+        dataclasses.replace(SMALL, noise_channels=-1).validate()
+
+    old = busy_generator(plain).eval()
+    state = old.state_dict()
+    widen_noise(state, plain, noisy)
+    new = Generator(noisy).eval()
+    new.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, noise=z * 10), old(x), rtol=0, atol=1e-6)

@@ -257,3 +257,45 @@ def test_adversarial_share_cap_lowers_this_steps_adversarial_weight_to_the_cap()
     assert _adv_cap(terms, dataclasses.replace(manual, adv_share_cap=0.5), G)[0] == 1.0
     with pytest.raises(ConfigError, match="adv_share_cap"):
         dataclasses.replace(base, adv_share_cap=1.0).validate()
+
+
+def test_best_of_trains_on_each_clips_draw_nearest_its_truth():
+    """`best_noises` returns, per clip, the noise sequence of the draw whose unrolled steps
+    are nearest the truth (Lp over scales and steps): each draw rolled out alone agrees; the
+    gain is positive where the noise matters. g_step trains on those draws and logs the gain;
+    best_of without noise channels is refused."""
+    from avg_rt.train.steps import best_noises
+
+    from avg_rt.losses import lp_per_clip
+
+    model = dataclasses.replace(SMALL, noise_channels=1)
+    cfg = dataclasses.replace(PRESETS["small"], model=model, best_of=5, unroll=2)
+    G = busy_generator(model).train()
+    with torch.no_grad():
+        for s in G.scales:  # noise that matters: errors far apart, no near ties
+            s.convs[0].weight[:, 12].normal_(std=1.0)
+    clip = torch.rand(3, 4 + 2, 3, 32, 32) * 2 - 1
+    history, targets = split(clip, 4)
+    torch.manual_seed(1)
+    picked, gain = best_noises(G, history, targets, 2, cfg)
+    assert len(picked) == 2 and picked[0].shape == (3, 1, 4, 4) and gain > 0
+    torch.manual_seed(1)  # the same draws, one at a time: draw d is rows d*3 .. d*3+2
+    draws = [G.draw_noise(history.repeat(5, 1, 1, 1)) for _ in range(2)]
+
+    def error(noises):
+        with torch.no_grad():
+            preds, _ = unroll(G, history, 2, noises=noises)
+        return sum(lp_per_clip(p, pyramid(targets[:, j], 4), 2) for j, p in enumerate(preds))
+
+    errors = torch.stack([error([z[d * 3 : d * 3 + 3] for z in draws]) for d in range(5)])
+    rows = errors.argmin(0) * 3 + torch.arange(3)
+    for z, chosen in zip(draws, picked):
+        assert torch.equal(chosen, z[rows])
+    # (a batch of 15 rounds otherwise than one of 3)
+    torch.testing.assert_close(error(picked), errors.min(0).values, rtol=1e-3, atol=0)
+    assert errors.min(0).values.lt(errors.mean(0)).all()
+    opt = torch.optim.Adam(G.parameters(), lr=1e-4)
+    logs = g_step(G, None, opt, clip, dataclasses.replace(cfg, adversarial=False), steps=2)
+    assert logs["train/best_of_gain"] > 0
+    with pytest.raises(ConfigError, match="best_of needs a stochastic generator"):
+        dataclasses.replace(cfg, model=SMALL).validate()

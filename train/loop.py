@@ -42,7 +42,7 @@ from avg_rt.data.live import LiveFeed
 from avg_rt.data.sources import Video
 from avg_rt.errors import DataError, InputError
 from avg_rt.files import atomic_write_text
-from avg_rt.model import Discriminator, Generator
+from avg_rt.model import Discriminator, Generator, widen_noise
 from avg_rt.predict import rollout, score
 from avg_rt.runners import resolve_device
 from avg_rt.runners.pyt import TorchRunner
@@ -540,9 +540,12 @@ def start_from(
     start anew. ConfigError unless its network is the one `cfg` trains. Returns what the run
     records of its origin: the checkpoint's path, step and the networks taken."""
     state = checkpoint.load(path, device)
-    if changes := network_changes(state["config"].model, cfg.model):
+    old = state["config"].model
+    if changes := network_changes(old, cfg.model, widen=True):
         differ = [f"{name} {a} (checkpoint) vs {b}" for name, a, b in changes]
         raise ConfigError(f"--init-from: {path} holds another network ({', '.join(differ)})")
+    if old.noise_channels < cfg.model.noise_channels:
+        widen_noise(state["generator"], old, cfg.model)
     nets = {"generator": G} | (
         {"discriminator": D} if D is not None and "discriminator" in state else {}
     )

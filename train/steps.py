@@ -20,7 +20,7 @@ from torch import nn
 
 from avg_rt.config import TrainConfig
 from avg_rt.data.clips import round_to_8bit
-from avg_rt.losses import adversarial_loss, generator_loss
+from avg_rt.losses import adversarial_loss, generator_loss, lp_per_clip
 from avg_rt.metrics import frame_metrics
 from avg_rt.model import Generator, pyramid
 
@@ -52,16 +52,21 @@ def feeds_back_8bit(cfg: TrainConfig) -> bool:
 
 
 def unroll(
-    G: nn.Module, history: torch.Tensor, steps: int, feedback_8bit: bool = False
+    G: nn.Module,
+    history: torch.Tensor,
+    steps: int,
+    feedback_8bit: bool = False,
+    noises: list[torch.Tensor] | None = None,
 ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
     """G's predictions for `steps` recursive steps, each a list of scales (coarsest first), and
     the input window (N, C * history_len, h, w) of each step. Gradients flow through the
     recursion unless called under no_grad; with `feedback_8bit` the fed-back frame is rounded
-    to 8-bit levels, as in `avg_rt.predict.rollout`, with a straight-through gradient."""
+    to 8-bit levels, as in `avg_rt.predict.rollout`, with a straight-through gradient.
+    `noises`: a stochastic G's noise maps for each step (None: G draws its own)."""
     preds, windows = [], []
     window = history
-    for _ in range(steps):
-        p = G(window, all_scales=True)
+    for i in range(steps):
+        p = G(window, all_scales=True, noise=noises[i] if noises else None)
         preds.append(p)
         windows.append(window)
         new = p[-1] + (round_to_8bit(p[-1]) - p[-1]).detach() if feedback_8bit else p[-1]
@@ -90,6 +95,29 @@ def free_run(
         net.train(was_training)
     seen = torch.stack(frames[-history_len:], dim=1)
     return torch.cat([seen, clip[:, history_len + steps :]], dim=1)
+
+
+def best_noises(
+    G: nn.Module, history: torch.Tensor, targets: torch.Tensor, steps: int, cfg: TrainConfig
+) -> tuple[list[torch.Tensor], float]:
+    """Of `cfg.best_of` noise sequences drawn for each clip (one map per unrolled step), the
+    one whose rollout from `history` has the least Lp error over `steps` steps against
+    `targets` (N, S, C, h, w), as a noise map per step; and the gain of picking, 1 - (least
+    error) / (mean error over the draws), averaged over the clips: 0 where G ignores its noise.
+    Runs without gradients (the G step then trains on the picked draw)."""
+    net = cast(Generator, unwrap(G))
+    k, n, scales = cfg.best_of, history.shape[0], cfg.model.n_scales
+    tiled = history.repeat(k, 1, 1, 1)  # draw-major: rows d * n .. d * n + n - 1
+    noises = [cast(torch.Tensor, net.draw_noise(tiled)) for _ in range(steps)]
+    with torch.no_grad():
+        preds, _ = unroll(net, tiled, steps, feeds_back_8bit(cfg), noises)
+        truth = [pyramid(targets[:, j].repeat(k, 1, 1, 1), scales) for j in range(steps)]
+        error = sum(lp_per_clip(p, y, cfg.l_num) for p, y in zip(preds, truth))
+        error = cast(torch.Tensor, error).float().view(k, n)
+    least, pick = error.min(0)
+    gain = (1 - least / error.mean(0).clamp(min=1e-12)).mean().item()
+    rows = pick * n + torch.arange(n, device=pick.device)
+    return [z[rows] for z in noises], gain
 
 
 def d_window(pyr: list[torch.Tensor], corner: Corner, patch: int) -> list[torch.Tensor]:
@@ -272,7 +300,12 @@ def g_step(
         clip = free_run(G, clip, L, ahead, feeds_back_8bit(cfg))
     history, targets = split(clip[:, : L + steps], L)
     with _autocast(clip, autocast):
-        preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg))
+        noises: list[torch.Tensor] | None = None
+        logs: dict[str, float] = {}
+        if cfg.best_of > 1:
+            noises, gain = best_noises(G, history, targets, steps, cfg)
+            logs["train/best_of_gain"] = gain
+        preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg), noises)
         joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, C, h, w) per scale
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
         lp_weights = None
@@ -285,11 +318,10 @@ def g_step(
             D.requires_grad_(False)
             d_logits = D(*_d_inputs(preds, windows, cfg, corner))
         loss, terms = generator_loss(joined, truth, cfg, d_logits, lp_weights)
-    logs = {}
     if "adv" in terms and cfg.adv_share_cap > 0:
         scale, share = _adv_cap(terms, cfg, unwrap(G))
         loss = loss - (1 - scale) * cfg.lam_adv * terms["adv"]
-        logs = {"train/adv_scale": scale, "train/adv_share_last_layer": share}
+        logs |= {"train/adv_scale": scale, "train/adv_share_last_layer": share}
     if measure_gradients:
         weights = {
             "lp": cfg.lam_lp,

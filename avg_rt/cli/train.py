@@ -44,7 +44,7 @@ def resume_config(
     change. `option` "--init-from": the config a new run starts from (any field may change
     but the network)."""
     model = model or saved.model
-    if changes := network_changes(saved.model, model):
+    if changes := network_changes(saved.model, model, widen=option == "--init-from"):
         differ = [f"{name} {a} -> {b}" for name, a, b in changes]
         raise ConfigError(
             f"the run's network cannot change on {option} ({', '.join(differ)}); start a new run"
@@ -184,6 +184,21 @@ def train(
     d_spectral_norm: Annotated[
         bool | None,
         Opt(help="Spectral normalisation of every weight of D (not in the paper; default: off)."),
+    ] = None,
+    noise_channels: Annotated[
+        int | None,
+        Opt(
+            help="A stochastic generator: N maps of noise into every scale, new at each "
+            "prediction (not in the paper; default 0: off). --init-from a checkpoint with "
+            "fewer widens it (zero weights: it predicts as before)."
+        ),
+    ] = None,
+    best_of: Annotated[
+        int | None,
+        Opt(
+            help="With --noise-channels, each G step draws K noise sequences per clip and "
+            "trains on the one with the least Lp error (default 1)."
+        ),
     ] = None,
     unroll: Annotated[
         int | None, Opt(help="Recursive steps G is trained on (multi-step training).")
@@ -357,6 +372,7 @@ def train(
         adv_start=adv_start,
         lr_decay=lr_decay,
         clip_grad=clip_grad,
+        best_of=best_of,
         unroll=unroll,
         unroll_ramp=unroll_ramp,
         free_run=free_run,
@@ -387,6 +403,7 @@ def train(
         g_leak,
         select_window,
         d_spectral_norm,
+        noise_channels,
         device=device,
         **overrides,
     )
@@ -428,10 +445,9 @@ def train(
                 channels=chans if chans is not None else base.channels,
                 value_range=vrange or base.value_range,
             )
-        if g_leak is not None or select_window is not None or d_spectral_norm is not None:
-            model = with_network_options(
-                model or saved.model, g_leak, select_window, d_spectral_norm
-            )
+        network = (g_leak, select_window, d_spectral_norm, noise_channels)
+        if any(v is not None for v in network):
+            model = with_network_options(model or saved.model, *network)
         # Inference-only options are free to change on a resume, and kept unless given.
         if model is not None:
             keep = {k: getattr(saved.model, k) for k in INFERENCE_ONLY}
