@@ -107,6 +107,7 @@ def rollout(
     on_step: Callable[[int], None] | None = None,
     feedback_8bit: bool = True,
     execution: dict[str, str] | None = None,
+    seed: int | None = 0,
 ) -> torch.Tensor:
     """Predict `steps` frames recursively from the last frames of `history`.
 
@@ -121,6 +122,10 @@ def rollout(
             video; float formats never round); False: as floats, clamped to [-1, 1].
         execution: if given, filled with how the steps ran: {"steps": "cuda-graph"} or
             {"steps": "eager", "why": ...} (no silent fallback).
+        seed: the noise of a stochastic generator (`ModelConfig.noise_channels`) is drawn
+            from torch's random state seeded with `seed` for this call, so a rollout is
+            reproducible, and the caller's state is restored after; None: drawn from the
+            caller's state.
 
     Returns:
         (B, steps, C, H, W) float32 on the runner's device: the raw (unclamped) predictions.
@@ -137,16 +142,29 @@ def rollout(
     start = history[:, -n:].reshape(b, c * n, h, w)
     last = torch.empty(b, c, h, w, device=dev)
     preds = torch.empty(b, steps, c, h, w, device=dev)
-    graphs, why = _graphs_or_why(runner, windows, start, last, feedback_8bit, cuda_graph)
-    if execution is not None:
-        execution.clear()
-        execution |= {"steps": "cuda-graph"} if graphs else {"steps": "eager", "why": why}
-    windows[0].copy_(start)
-    with _torch_threads(
-        1 if dev.type == "cpu" and getattr(runner, "own_thread_pool", False) else None
-    ):
-        _loop(runner, windows, last, preds, graphs, on_step, feedback_8bit)
+    with _seeded(seed, dev):
+        graphs, why = _graphs_or_why(runner, windows, start, last, feedback_8bit, cuda_graph)
+        if execution is not None:
+            execution.clear()
+            execution |= {"steps": "cuda-graph"} if graphs else {"steps": "eager", "why": why}
+        windows[0].copy_(start)
+        with _torch_threads(
+            1 if dev.type == "cpu" and getattr(runner, "own_thread_pool", False) else None
+        ):
+            _loop(runner, windows, last, preds, graphs, on_step, feedback_8bit)
     return preds
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Torch's random state seeded with `seed` inside, the caller's restored after (on the
+    CPU and on `device`); None: left alone."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @contextlib.contextmanager

@@ -60,6 +60,7 @@ class RolloutOptions:
     format: str = "gif"  # gif, mp4 or png (frames only)
     fps: float = 8.0
     overwrite: bool = False
+    seed: int = 0  # a stochastic generator's noise (`predict.rollout`)
 
 
 @dataclass
@@ -140,6 +141,7 @@ def _run_group(
         on_step=on_step,
         feedback_8bit=opts.feedback_8bit,
         execution=execution,
+        seed=opts.seed,
     )
     finite = preds.isfinite().flatten(2).all(dim=2)  # (B, steps)
     if not finite.all():

@@ -37,6 +37,32 @@ def test_rollout_is_the_recursion(small_checkpoint, feedback_8bit):
     assert not torch.equal(preds[:, 0], round_to_8bit(preds[:, 0]))  # the raw floats come out
 
 
+def test_a_stochastic_generator_rolls_out_reproducibly_by_seed():
+    """A generator with noise channels gives the same rollout for the same seed and another
+    for another seed; the caller's random state is left as it was; an export is refused."""
+    import dataclasses
+
+    from avg_rt.export.to_onnx import to_onnx
+    from conftest import SMALL, busy_generator
+
+    from avg_rt.errors import ExportError
+    from avg_rt.model import Generator
+
+    gen = busy_generator(dataclasses.replace(SMALL, noise_channels=1))
+    for s in gen.scales:
+        torch.nn.init.normal_(s.convs[0].weight, std=0.1)
+    hist = torch.rand(2, 4, 3, 24, 40) * 2 - 1
+    with TorchRunner(gen) as runner:
+        state = torch.get_rng_state()
+        a, b = rollout(runner, hist, 3), rollout(runner, hist, 3)
+        c = rollout(runner, hist, 3, seed=1)
+        assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().amax() > 0.01
+    with pytest.raises(ExportError, match=r"^noise_channels 1: a stochastic generator"):
+        to_onnx(Generator(gen.cfg))
+
+
 def test_rollout_rejects_bad_history(small_checkpoint):
     with TorchRunner(small_checkpoint) as runner:
         with pytest.raises(ValueError, match="needs 4"):

@@ -182,6 +182,24 @@ def test_init_from_starts_a_new_run_from_a_checkpoints_networks(tiny_dataset, tm
     for key in ("train/free_run", "train/d_free_run"):
         ahead = [log[key] for log in logs if key in log]
         assert len(ahead) == 3 and set(ahead) <= {0, 1, 2} and max(ahead) > 0, ahead
+    # A stochastic generator starts from a deterministic one: its noise weights start at 0.
+    noisy = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(SMALL, noise_channels=2),
+        best_of=3,
+        free_run=0,
+        d_free_run=False,
+        steps=1,
+    )
+    train(noisy, train_v, tmp_path / "d", progress=False, init_from=first, after_step=record)
+    for k, v in start["generator"].items():
+        got = seen["generator"][k]
+        if k.endswith("convs.0.weight"):  # the history, 2 noise maps, the coarser prediction
+            assert got[:, 12:14].abs().max() < 1e-11  # zero, moved by one step of 1e-12
+            got = torch.cat([got[:, :12], got[:, 14:]], 1)
+        torch.testing.assert_close(got, v)
+    logs = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
+    assert any("train/best_of_gain" in log for log in logs)
     other = dataclasses.replace(cfg, model=dataclasses.replace(SMALL, g_leak=0.2))
     with pytest.raises(ConfigError, match=r"another network \(g_leak 0.0 \(checkpoint\) vs 0.2"):
         train(other, train_v, tmp_path / "c", progress=False, init_from=first)

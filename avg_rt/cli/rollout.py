@@ -54,6 +54,13 @@ def rollout(
         ),
     ] = False,
     batch: Annotated[int, Opt(help="Videos of the same size rolled out together.")] = 8,
+    seed: Annotated[
+        int,
+        Opt(
+            help="A stochastic generator's (--noise-channels) noise: another seed, another "
+            "future; each batch starts from it."
+        ),
+    ] = 0,
     format: Annotated[
         str, Opt(help="Comparison animation: gif, mp4, or png (frames only).")
     ] = "gif",
@@ -81,6 +88,7 @@ def rollout(
             tf32=tf32,
             feedback_8bit=not float_feedback,
             batch=batch,
+            seed=seed,
             format=format,
             overwrite=overwrite,
         ),
