@@ -473,7 +473,7 @@ def with_inference_options(cfg: TrainConfig, **changes: Any) -> TrainConfig:
     if "palette" in changes:
         changes["palette"] = tuple(tuple(float(v) for v in c) for c in changes["palette"])
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
-    cfg.validate()
+    cfg.model.validate()  # (the rest is as given)
     return cfg
 
 
@@ -508,11 +508,13 @@ def resolve_config(
     select_window: int | None = None,
     d_spectral_norm: bool | None = None,
     noise_channels: int | None = None,
+    validate: bool = True,
     **overrides: Any,
 ) -> TrainConfig:
     """The preset with every override that is not None applied (`form`, `channels`,
     `value_range`, `g_leak`, `select_window`, `d_spectral_norm` and `noise_channels` to its
-    model)."""
+    model). `validate` False: not checked yet (options that a checkpoint's config completes,
+    as on --resume and --init-from)."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -524,7 +526,8 @@ def resolve_config(
         model = dataclasses.replace(model, value_range=(value_range[0], value_range[1]))
     model = with_network_options(model, g_leak, select_window, d_spectral_norm, noise_channels)
     cfg = dataclasses.replace(cfg, model=model)
-    cfg.validate()
+    if validate:
+        cfg.validate()
     return cfg
 
 

@@ -142,8 +142,10 @@ def rollout(
     start = history[:, -n:].reshape(b, c * n, h, w)
     last = torch.empty(b, c, h, w, device=dev)
     preds = torch.empty(b, steps, c, h, w, device=dev)
-    with _seeded(seed, dev):
+    with seeded(seed, dev):
         graphs, why = _graphs_or_why(runner, windows, start, last, feedback_8bit, cuda_graph)
+        if seed is not None:  # the same draws with and without a capture's warm-up steps
+            _seed(seed, dev)
         if execution is not None:
             execution.clear()
             execution |= {"steps": "cuda-graph"} if graphs else {"steps": "eager", "why": why}
@@ -156,15 +158,23 @@ def rollout(
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Torch's random state seeded with `seed` inside, the caller's restored after (on the
-    CPU and on `device`); None: left alone."""
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Torch's random state on the CPU and on `device` (a stochastic generator's noise)
+    seeded with `seed` inside the block, and the caller's restored after; None: left alone."""
     if seed is None:
         yield
         return
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        _seed(seed, device)
         yield
+
+
+def _seed(seed: int, device: torch.device) -> None:
+    # The CPU's generator and `device`'s only: the ones `seeded` restores.
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
 
 
 @contextlib.contextmanager
@@ -250,6 +260,7 @@ def rollout_frames(
     truth: np.ndarray | None = None,
     backend: str = "auto",
     device: str = "cpu",
+    seed: int | None = 0,
 ) -> RolloutResult:
     """Roll out from frames; the API for notebooks and other programs (`avg_rt.rollout`).
 
@@ -263,16 +274,18 @@ def rollout_frames(
         truth: optional real future frames, (S', H, W, C) or (B, S', H, W, C); metrics
             are computed against them, next to the copy-last-frame baseline.
         backend, device: for a model path, see `avg_rt.runners.open_runner`.
+        seed: a stochastic generator's noise, as for `rollout` (None: drawn from torch's
+            current random state, so that repeated calls, e.g. on a live emulator, differ).
     """
     if isinstance(model, (str, Path)):
         from avg_rt.runners import open_runner
 
         with open_runner(model, backend, device) as runner:
-            return rollout_frames(runner, frames, steps, truth)
+            return rollout_frames(runner, frames, steps, truth, seed=seed)
     fmt = frame_format(model)
     single = frames.ndim == 4
     history = frames_to_model(frames[None] if single else frames, model.device, fmt)
-    preds = rollout(model, history, steps)
+    preds = rollout(model, history, steps, seed=seed)
     metrics = {}
     if truth is not None:
         t = frames_to_model(truth[None] if single else truth, model.device, fmt)[:, :steps]

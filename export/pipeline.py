@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from avg_rt.export.shapes import Range, ShapeRanges
-from avg_rt.export.to_onnx import DEFAULT_OPSET, save_onnx, to_onnx
+from avg_rt.export.to_onnx import DEFAULT_OPSET, check_exportable, save_onnx, to_onnx
 from avg_rt.export.verify import Report, crops, print_reports, random_history, verify
 
 from avg_rt.benchmark.common import environment
@@ -205,6 +205,7 @@ def export(opts: ExportOptions, on_stage: Callable[[str], None] | None = None) -
     builds can take minutes)."""
     say = on_stage or (lambda what: None)
     generator, cfg = load_generator(opts.checkpoint)
+    check_exportable(cfg.model)  # before reading calibration data or writing anything
     opts.ranges.validate(cfg.model)
     if opts.triton and opts.ranges.batch.min != 1:
         raise ExportError("--batch", "Triton sends any batch from 1 to max_batch_size: use MIN 1")

@@ -67,12 +67,7 @@ def to_onnx(
     checker or the symbolic-shape check fails.
     """
     cfg = generator.cfg
-    if cfg.noise_channels:
-        raise ExportError(
-            f"noise_channels {cfg.noise_channels}",
-            "a stochastic generator draws its noise in PyTorch; exporting it with a noise input "
-            "is not built yet (roll it out with --backend torch)",
-        )
+    check_exportable(cfg)
     model = copy.deepcopy(generator).cpu().eval().float()
     if fp16:
         model.convs_to(torch.float16)
@@ -109,6 +104,16 @@ def to_onnx(
     onnx.helper.set_model_props(proto, props)
     check_onnx(proto, fp16)
     return proto
+
+
+def check_exportable(cfg: ModelConfig) -> None:
+    """Raise ExportError for a generator that cannot be exported: a stochastic one."""
+    if cfg.noise_channels:
+        raise ExportError(
+            f"noise_channels {cfg.noise_channels}",
+            "a stochastic generator draws its noise in PyTorch; exporting it with a noise input "
+            "is not built yet (roll it out with --backend torch)",
+        )
 
 
 def _value_range_text(cfg: ModelConfig) -> str:

@@ -113,6 +113,19 @@ def test_train_init_from_starts_from_the_checkpoints_config(tmp_path):
     assert cfg["clip_grad"] == 100.0 and cfg["steps"] == 5 and cfg["seed"] == 3
     result = runner.invoke(app, [*base, str(ckpt), "--g-leak", "0.2", "--dry-run"])
     assert result.exit_code != 0 and "network cannot change on --init-from" in result.output
+    # Noise channels may be added (widened), then best-of-K needs no repeat of them; not
+    # removed, and best-of-K alone on a deterministic checkpoint is refused.
+    result = runner.invoke(app, [*base, str(ckpt), "--noise-channels", "2", "--dry-run"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["model"]["noise_channels"] == 2
+    noisy = tmp_path / "noisy.pt"
+    model = dataclasses.replace(model, noise_channels=2)
+    checkpoint.save(noisy, dataclasses.replace(saved, model=model), 5, {"generator": {}})
+    result = runner.invoke(app, [*base, str(noisy), "--best-of", "4", "--dry-run"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["best_of"] == 4, result.output
+    result = runner.invoke(app, [*base, str(noisy), "--noise-channels", "1", "--dry-run"])
+    assert result.exit_code != 0 and "noise_channels 2 -> 1" in result.output
+    result = runner.invoke(app, [*base, str(ckpt), "--best-of", "4", "--dry-run"])
+    assert result.exit_code != 0 and "best_of needs a stochastic generator" in result.output
     result = runner.invoke(app, [*base, str(ckpt), "--resume"])
     assert result.exit_code != 0 and "--resume continues one" in result.output
 

@@ -51,15 +51,16 @@ def _assert_same_networks(a_path, b_path):
 
 
 @pytest.mark.parametrize(
-    "spectral_norm, part",
+    "spectral_norm, noise, part",
     # With spectral normalisation D has state besides its weights (the power iteration's
-    # vectors); a run stopped at 4 measures D there, where the uninterrupted run does not.
-    [(False, 3), (True, 4)],
+    # vectors); a run stopped at 4 measures D there, where the uninterrupted run does not. A
+    # stochastic G draws noise there too, which must not move training's random stream.
+    [(False, 0, 3), (True, 0, 4), (False, 1, 4)],
 )
-def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path, spectral_norm, part):
+def test_resume_matches_uninterrupted_run(tiny_dataset, tmp_path, spectral_norm, noise, part):
     train_v, test_v = _videos(tiny_dataset)
-    model = dataclasses.replace(TINY.model, d_spectral_norm=spectral_norm)
-    cfg = dataclasses.replace(TINY, model=model, lr_decay=0.0)  # a run of `part`, then to 6
+    model = dataclasses.replace(TINY.model, d_spectral_norm=spectral_norm, noise_channels=noise)
+    cfg = dataclasses.replace(TINY, model=model, lr_decay=0.0, best_of=1 + noise)  # `part`, 6
     full = train(cfg, train_v, tmp_path / "full", test_v, progress=False)
     half = dataclasses.replace(cfg, steps=part)
     train(half, train_v, tmp_path / "part", test_v, progress=False)

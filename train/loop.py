@@ -43,7 +43,7 @@ from avg_rt.data.sources import Video
 from avg_rt.errors import DataError, InputError
 from avg_rt.files import atomic_write_text
 from avg_rt.model import Discriminator, Generator, widen_noise
-from avg_rt.predict import rollout, score
+from avg_rt.predict import rollout, score, seeded
 from avg_rt.runners import resolve_device
 from avg_rt.runners.pyt import TorchRunner
 
@@ -132,7 +132,9 @@ def held_out_d_accuracy(
     the true history, also with `d_free_run`, so that runs with and without it compare). D
     runs in eval mode, so that measuring it changes no state of it (spectral normalisation's
     power iteration runs in training mode): a run resumed from a checkpoint written after a
-    measurement the uninterrupted run did not make still trains the same D."""
+    measurement the uninterrupted run did not make still trains the same D. For the same
+    reason the training loop makes every measurement under `seeded`: a stochastic G's noise
+    draws there come from a fixed seed (so tests compare) and leave training's stream alone."""
     with eval_mode(D):
         return d_accuracy(*d_logits(G, D, clip, cfg, steps, (0, 0)), "test/d_")
 
@@ -256,6 +258,8 @@ def train(
         else:  # another world size: fresh per-rank streams, still reproducible
             rng = sampler.rng = np.random.default_rng([cfg.seed, dist.rank, state["step"]])
         torch.set_rng_state(state["torch_rng"].cpu())  # loaded onto `device` with the rest
+        if device.type == "cuda" and "cuda_rng" in state:  # a stochastic G's noise on the GPU
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         for scaler, key in ((scaler_g, "scaler_g"), (scaler_d, "scaler_d")):
             if scaler is not None and key in state:  # FP16 runs keep their loss scale
                 scaler.load_state_dict(state[key])
@@ -305,6 +309,7 @@ def train(
             "opt_g": opt_g.state_dict(),
             "rng": json.dumps({"numpy": streams or [rng.bit_generator.state]}),
             "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         }
         if D is not None and opt_d is not None:
             state |= {"discriminator": D.state_dict(), "opt_d": opt_d.state_dict()}
@@ -408,16 +413,17 @@ def train(
                 if on_log:
                     on_log(step, logs)
             if step % cfg.image_interval == 0:
-                with torch.no_grad():
+                with torch.no_grad(), seeded(0, device):  # (see `held_out_d_accuracy`)
                     pred = G(split(clip[:1, : L + 1], L)[0])
                 frames = torch.cat([clip[0, :L], pred, clip[0, L : L + 1]])
                 summaries.images(step, "train/history_prediction_target", frames)
             if (eval_clips or d_clips is not None) and (
                 step % cfg.test_interval == 0 or step == cfg.steps
             ):
-                scores = evaluate(G, eval_clips, device) if eval_clips else {}
-                if d_clips is not None and D is not None:
-                    scores |= held_out_d_accuracy(G, D, d_clips, cfg, k)
+                with seeded(0, device):  # (see `held_out_d_accuracy`)
+                    scores = evaluate(G, eval_clips, device) if eval_clips else {}
+                    if d_clips is not None and D is not None:
+                        scores |= held_out_d_accuracy(G, D, d_clips, cfg, k)
                 summaries.scalars(step, scores)
                 if on_log:
                     on_log(step, scores)

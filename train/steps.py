@@ -98,21 +98,35 @@ def free_run(
 
 
 def best_noises(
-    G: nn.Module, history: torch.Tensor, targets: torch.Tensor, steps: int, cfg: TrainConfig
+    G: nn.Module,
+    history: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    cfg: TrainConfig,
+    lp_weights: list[torch.Tensor] | None = None,
 ) -> tuple[list[torch.Tensor], float]:
     """Of `cfg.best_of` noise sequences drawn for each clip (one map per unrolled step), the
-    one whose rollout from `history` has the least Lp error over `steps` steps against
-    `targets` (N, S, C, h, w), as a noise map per step; and the gain of picking, 1 - (least
-    error) / (mean error over the draws), averaged over the clips: 0 where G ignores its noise.
-    Runs without gradients (the G step then trains on the picked draw)."""
+    one whose rollout from `history` has the least Lp error (the G step's Lp term: with its
+    `lp_weights`, `still_weights`) over `steps` steps against `targets` (N, S, C, h, w), as a
+    noise map per step; and the gain of picking, 1 - (least error) / (mean error over the
+    draws), averaged over the clips: 0 where G ignores its noise. Runs without gradients (the
+    G step then trains on the picked draw)."""
     net = cast(Generator, unwrap(G))
     k, n, scales = cfg.best_of, history.shape[0], cfg.model.n_scales
     tiled = history.repeat(k, 1, 1, 1)  # draw-major: rows d * n .. d * n + n - 1
     noises = [cast(torch.Tensor, net.draw_noise(tiled)) for _ in range(steps)]
+
+    def weights(j: int) -> list[torch.Tensor] | None:  # step j's, from the step-major pyramid
+        if lp_weights is None:
+            return None
+        return [w[j * n : (j + 1) * n].repeat(k, 1, 1, 1) for w in lp_weights]
+
     with torch.no_grad():
         preds, _ = unroll(net, tiled, steps, feeds_back_8bit(cfg), noises)
         truth = [pyramid(targets[:, j].repeat(k, 1, 1, 1), scales) for j in range(steps)]
-        error = sum(lp_per_clip(p, y, cfg.l_num) for p, y in zip(preds, truth))
+        error = sum(
+            lp_per_clip(p, y, cfg.l_num, weights(j)) for j, (p, y) in enumerate(zip(preds, truth))
+        )
         error = cast(torch.Tensor, error).float().view(k, n)
     least, pick = error.min(0)
     gain = (1 - least / error.mean(0).clamp(min=1e-12)).mean().item()
@@ -299,19 +313,19 @@ def g_step(
     if ahead:
         clip = free_run(G, clip, L, ahead, feeds_back_8bit(cfg))
     history, targets = split(clip[:, : L + steps], L)
+    lp_weights = None
+    if cfg.still_weight != 1:
+        before = torch.cat([before, targets[:, : steps - 1]], dim=1)
+        lp_weights = still_weights(targets[:, :steps], before, cfg.still_weight, n)
     with _autocast(clip, autocast):
         noises: list[torch.Tensor] | None = None
         logs: dict[str, float] = {}
         if cfg.best_of > 1:
-            noises, gain = best_noises(G, history, targets, steps, cfg)
+            noises, gain = best_noises(G, history, targets, steps, cfg, lp_weights)
             logs["train/best_of_gain"] = gain
         preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg), noises)
         joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, C, h, w) per scale
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
-        lp_weights = None
-        if cfg.still_weight != 1:
-            before = torch.cat([before, targets[:, : steps - 1]], dim=1)
-            lp_weights = still_weights(targets[:, :steps], before, cfg.still_weight, n)
         d_logits = None
         if D is not None:
             D = unwrap(D)

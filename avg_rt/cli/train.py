@@ -404,6 +404,7 @@ def train(
         select_window,
         d_spectral_norm,
         noise_channels,
+        validate=not resume and init_from is None,  # then once the checkpoint's is merged in
         device=device,
         **overrides,
     )
