@@ -282,8 +282,9 @@ class TrainConfig:
     # draws `best_of` noise sequences per clip, rolls each out over the unrolled steps without
     # gradients, and trains on the one whose Lp error is least (the "best of many" or MCL
     # objective: Guzman-Rivera et al. 2012, Bhattacharyya et al. 2018). The draws then learn
-    # distinct futures, each as sharp as the data's uncertainty allows, instead of one average;
-    # D judges that draw. 1: one draw, trained as drawn. Costs best_of forward passes.
+    # distinct futures, each as sharp as the data's uncertainty allows, instead of one average.
+    # The adversarial term too is that draw's (D's own step judges a random draw). 1: one
+    # draw, trained as drawn. Costs best_of forward passes of the unrolled steps.
     best_of: int = 1
     # Not in the paper: before each G step, G runs a number of steps drawn uniformly from
     # 0..free_run on its own predictions without gradients, as a rollout runs it (8-bit with

@@ -290,8 +290,8 @@ class Generator(nn.Module):
 def widen_noise(state: dict[str, torch.Tensor], old: ModelConfig, new: ModelConfig) -> None:
     """Turn generator `state` of config `old` into one of `new`, which has more noise
     channels (and is otherwise the same network): each scale's first convolution gets zero
-    weights for the new noise maps, so the widened generator predicts exactly as before until
-    training teaches it to use them. In place."""
+    weights for the new noise maps, so the widened generator predicts as before (to float
+    rounding) until training teaches it to use them. In place."""
     extra = new.noise_channels - old.noise_channels
     for k in range(new.n_scales):
         key = f"scales.{k}.convs.0.weight"
