@@ -293,10 +293,10 @@ def widen_noise(state: dict[str, torch.Tensor], old: ModelConfig, new: ModelConf
     weights for the new noise maps, so the widened generator predicts as before (to float
     rounding) until training teaches it to use them. In place."""
     extra = new.noise_channels - old.noise_channels
+    at = old.in_channels + old.noise_channels  # the new maps go after the history and old maps
     for k in range(new.n_scales):
         key = f"scales.{k}.convs.0.weight"
         w = state[key]
-        at = old.in_channels + old.noise_channels  # the noise maps come after the history
         zeros = w.new_zeros(w.shape[0], extra, *w.shape[2:])
         state[key] = torch.cat([w[:, :at], zeros, w[:, at:]], dim=1)
 
