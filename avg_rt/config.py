@@ -286,6 +286,13 @@ class TrainConfig:
     # The adversarial term too is that draw's (D's own step judges a random draw). 1: one
     # draw, trained as drawn. Costs best_of forward passes of the unrolled steps.
     best_of: int = 1
+    # Not in the paper, with best_of: the G step also rolls out one fresh noise draw per clip,
+    # which only the adversarial term judges (no Lp or GDL), beside the picked one. Without it
+    # only the picked draw, the one nearest the truth, ever gets a gradient, while a rollout
+    # uses a random draw; with it every draw is pushed to look real, and only the best to
+    # match the truth (the pairing of a reconstruction term on the best sample with an
+    # adversarial term on all, as in diverse-prediction GANs). Doubles the G step's batch.
+    adv_fresh_draw: bool = False
     # Not in the paper: before each G step, G runs a number of steps drawn uniformly from
     # 0..free_run on its own predictions without gradients, as a rollout runs it (8-bit with
     # `feedback_8bit`; palette, deadzone), and the unrolled steps start from the history that
@@ -354,6 +361,8 @@ class TrainConfig:
             raise ConfigError("unroll_ramp, adv_start and free_run must be >= 0")
         if self.best_of > 1 and not self.model.noise_channels:
             raise ConfigError("best_of needs a stochastic generator (noise_channels >= 1)")
+        if self.adv_fresh_draw and not (self.best_of > 1 and self.adversarial):
+            raise ConfigError("adv_fresh_draw needs best_of >= 2 and adversarial training")
         if self.d_free_run and not self.free_run:
             raise ConfigError("d_free_run needs free_run >= 1 (the steps D's free run draws from)")
         if not self.clip_grad >= 0.0:

@@ -303,3 +303,47 @@ def test_best_of_trains_on_each_clips_draw_nearest_its_truth():
     assert logs["loss/lp"] == pytest.approx(least, rel=2e-4)
     with pytest.raises(ConfigError, match="best_of needs a stochastic generator"):
         dataclasses.replace(cfg, model=SMALL).validate()
+
+
+def test_adv_fresh_draw_has_d_judge_a_fresh_draw_beside_the_picked_one():
+    """With adv_fresh_draw the G step's adversarial term is D's on the picked draws and on a
+    fresh draw per clip (the mean of the two halves, which D scores apart here), and its Lp
+    term is the picked draws' alone. Refused without best_of or without adversarial training."""
+    from avg_rt.train.steps import _d_inputs, best_noises, feeds_back_8bit
+
+    from avg_rt.losses import adversarial_loss, lp_per_clip
+
+    model = dataclasses.replace(SMALL, noise_channels=1)
+    cfg = dataclasses.replace(
+        PRESETS["small"], model=model, best_of=3, unroll=2, adv_fresh_draw=True
+    )
+    cfg.validate()
+    G, D = busy_generator(model).train(), Discriminator(model)
+    with torch.no_grad():
+        for s in G.scales:  # noise that matters
+            s.convs[0].weight[:, 12].normal_(std=1.0)
+        for p in D.parameters():  # a D whose scores vary between draws
+            p.mul_(2.0)
+    clip = round_to_8bit(torch.rand(3, 4 + 2, 3, 32, 32) * 2 - 1)
+    history, targets = split(clip, 4)
+    torch.manual_seed(1)
+    picked, _ = best_noises(G, history, targets, 2, cfg)
+    fresh = [G.draw_noise(history) for _ in range(2)]
+
+    def scores(noises):
+        with torch.no_grad():
+            preds, windows = unroll(G, history, 2, feeds_back_8bit(cfg), noises)
+            logits = D(*_d_inputs(preds, windows, cfg, (0, 0)))
+            lp = sum(lp_per_clip(p, pyramid(targets[:, j], 4), 2) for j, p in enumerate(preds))
+        return adversarial_loss(logits, real=True).item(), lp.mean().item() / 2
+
+    (adv_picked, lp_picked), (adv_fresh, _) = scores(picked), scores(fresh)
+    assert abs(adv_picked - adv_fresh) > 1e-4  # 10x the tolerance below
+    opt = torch.optim.Adam(G.parameters(), lr=0.0)
+    torch.manual_seed(1)
+    logs = g_step(G, D, opt, clip, cfg, steps=2)
+    assert logs["loss/adv"] == pytest.approx((adv_picked + adv_fresh) / 2, abs=1e-5)
+    assert logs["loss/lp"] == pytest.approx(lp_picked, rel=2e-4)
+    for bad in (dict(best_of=1), dict(adversarial=False)):
+        with pytest.raises(ConfigError, match="adv_fresh_draw needs"):
+            dataclasses.replace(cfg, **bad).validate()

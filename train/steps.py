@@ -323,8 +323,15 @@ def g_step(
         if cfg.best_of > 1:
             noises, gain = best_noises(G, history, targets, steps, cfg, lp_weights)
             logs["train/best_of_gain"] = gain
-        preds, windows = unroll(G, history, steps, feeds_back_8bit(cfg), noises)
-        joined = [torch.cat(scale) for scale in zip(*preds)]  # (steps * N, C, h, w) per scale
+        fed = history
+        if noises is not None and cfg.adv_fresh_draw and D is not None:
+            # rows N..2N-1: a fresh draw per clip, which only D judges
+            net = cast(Generator, unwrap(G))
+            noises = [torch.cat([z, cast(torch.Tensor, net.draw_noise(history))]) for z in noises]
+            fed = history.repeat(2, 1, 1, 1)
+        preds, windows = unroll(G, fed, steps, feeds_back_8bit(cfg), noises)
+        b = history.shape[0]  # Lp and GDL score the first N rows: the picked draws
+        joined = [torch.cat([x[:b] for x in scale]) for scale in zip(*preds)]  # (steps * N, ...)
         truth = pyramid(targets[:, :steps].transpose(0, 1).flatten(0, 1), n)
         d_logits = None
         if D is not None:

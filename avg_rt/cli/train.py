@@ -200,6 +200,13 @@ def train(
             "trains on the one with the least Lp error (default 1)."
         ),
     ] = None,
+    adv_fresh_draw: Annotated[
+        bool | None,
+        Opt(
+            help="With --best-of, D also judges one fresh noise draw per clip in the G step "
+            "(adversarial term only), so that every draw learns to look real (default off).",
+        ),
+    ] = None,
     unroll: Annotated[
         int | None, Opt(help="Recursive steps G is trained on (multi-step training).")
     ] = None,
@@ -373,6 +380,7 @@ def train(
         lr_decay=lr_decay,
         clip_grad=clip_grad,
         best_of=best_of,
+        adv_fresh_draw=adv_fresh_draw,
         unroll=unroll,
         unroll_ramp=unroll_ramp,
         free_run=free_run,
