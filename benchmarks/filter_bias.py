@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, run_script, save
 from avg_rt.config import TrainConfig
 from avg_rt.data.clips import training_sampler
 from avg_rt.data.sources import load_videos, open_source
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

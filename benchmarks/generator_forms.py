@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from avg_rt.train.loop import train
 
-from avg_rt.benchmark.common import RESULTS, environment, mean_ci95, save
+from avg_rt.benchmark.common import RESULTS, environment, mean_ci95, run_script, save
 from avg_rt.benchmark.quality import clips, held_out_videos
 from avg_rt.checkpoint import load_generator
 from avg_rt.config import PRESETS
@@ -97,4 +97,4 @@ def _row(label: str, m: dict[str, torch.Tensor]) -> dict[str, float | str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from avg_rt.benchmark.common import RESULTS, environment
+from avg_rt.benchmark.common import RESULTS, environment, run_script
 from avg_rt.files import atomic_write_text, strict_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,4 +170,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

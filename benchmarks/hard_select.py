@@ -18,7 +18,7 @@ import torch
 
 import avg_rt.model
 from avg_rt import checkpoint
-from avg_rt.benchmark.common import RESULTS
+from avg_rt.benchmark.common import RESULTS, run_script
 from avg_rt.benchmark.quality import QualityOptions, run
 from avg_rt.errors import CheckpointError
 from avg_rt.model import blend_history  # bound here: main() patches the module's name
@@ -82,4 +82,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

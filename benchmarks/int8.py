@@ -23,7 +23,7 @@ import torch
 from avg_rt.export.to_int8 import METHODS, calibration_windows, quantize
 from avg_rt.export.to_onnx import save_onnx, to_onnx
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, run_script, save
 from avg_rt.benchmark.quality import clips, held_out_videos
 from avg_rt.checkpoint import load_generator
 from avg_rt.config import PRESETS
@@ -141,4 +141,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avg_rt.benchmark.common import RESULTS, environment, load_report, save
+from avg_rt.benchmark.common import RESULTS, environment, load_report, run_script, save
 from avg_rt.data.sources import load_videos, open_source
 
 HISTORY = 4  # the generator's history_len
@@ -455,4 +455,4 @@ def _label_path(spec: str) -> tuple[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

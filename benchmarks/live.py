@@ -44,7 +44,7 @@ import numpy as np
 from avg_rt.train.loop import train
 from scipy import stats
 
-from avg_rt.benchmark.common import RESULTS, environment, load_report, mean_ci95, save
+from avg_rt.benchmark.common import RESULTS, environment, load_report, mean_ci95, run_script, save
 from avg_rt.config import PRESETS, TrainConfig
 from avg_rt.data.clips import training_sampler
 from avg_rt.data.live import LiveFeed, LiveOptions, parse_stream
@@ -424,4 +424,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

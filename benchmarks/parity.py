@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from avg_rt.export.verify import verify
 
-from avg_rt.benchmark.common import RESULTS, environment, save
+from avg_rt.benchmark.common import RESULTS, environment, run_script, save
 from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model
@@ -210,4 +210,4 @@ def write(
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from avg_rt.export.verify import random_history
 
-from avg_rt.benchmark.common import RESULTS, environment, median, save, timed
+from avg_rt.benchmark.common import RESULTS, environment, median, run_script, save, timed
 from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices, ran_as
 from avg_rt.predict import rollout
 from avg_rt.runners import Runner
@@ -121,4 +121,4 @@ def write(args: argparse.Namespace, rows: list[dict[str, Any]], complete: bool) 
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

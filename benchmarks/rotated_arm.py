@@ -27,6 +27,7 @@ from pathlib import Path
 
 from avg_rt.train.loop import train
 
+from avg_rt.benchmark.common import run_script
 from avg_rt.config import train_config_from_dict
 from avg_rt.data.sources import Video
 from avg_rt.training import open_training_data
@@ -62,4 +63,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -210,6 +210,30 @@ def test_rollout_overhead_script(small_checkpoint, tmp_path):
     assert "| torch-cpu |" in (tmp_path / "o.md").read_text()
 
 
+def test_benchmark_script_ends_a_user_error_in_one_line(tmp_path, monkeypatch, capsys):
+    """A script given a model it cannot use (a stochastic generator, which has no ONNX form)
+    ends as the CLI does: one line naming the problem, exit code 1, no traceback."""
+    import runpy
+
+    from avg_rt import checkpoint
+    from avg_rt.config import PRESETS
+    from avg_rt.model import Generator
+
+    cfg = PRESETS["small"]
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, noise_channels=1))
+    path = tmp_path / "noise.pt"
+    checkpoint.save(path, cfg, 0, {"generator": Generator(cfg.model).state_dict()})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "rollout_overhead.py"
+    args = ["--checkpoint", str(path), "--height", "32", "--width", "40", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    with pytest.raises(SystemExit) as ended:
+        runpy.run_path(str(script), run_name="__main__")
+    assert ended.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "noise" in err[0], err
+    assert not list(tmp_path.glob("rollout-overhead*"))
+
+
 def test_parity_script(small_checkpoint, tmp_path):
     import runpy
 

@@ -132,3 +132,17 @@ def save(
     )
     atomic_write_text(out / f"{name}.md", md, overwrite=True)
     return path
+
+
+def run_script(main: Callable[[], int | None]) -> None:
+    """Run a benchmark script's `main` as the `avg-rt` command runs its commands: a user error
+    (`avg_rt.errors.USER_ERRORS`: a model that cannot be exported, unusable data) ends it with
+    one line `error: <file or option>: <problem>` and exit code 1, not a traceback."""
+    from avg_rt.errors import USER_ERRORS
+
+    try:
+        code = main()
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
