@@ -283,7 +283,8 @@ class TrainConfig:
     # gradients, and trains on the one whose Lp error is least (the "best of many" or MCL
     # objective: Guzman-Rivera et al. 2012, Bhattacharyya et al. 2018). The draws then learn
     # distinct futures, each as sharp as the data's uncertainty allows, instead of one average.
-    # The adversarial term too is that draw's (D's own step judges a random draw). 1: one
+    # The adversarial term too is that draw's (and, with adv_fresh_draw, a fresh one's; D's own
+    # step judges a random draw). 1: one
     # draw, trained as drawn. Costs best_of forward passes of the unrolled steps.
     best_of: int = 1
     # Not in the paper, with best_of: the G step also rolls out one fresh noise draw per clip,
@@ -291,7 +292,9 @@ class TrainConfig:
     # only the picked draw, the one nearest the truth, ever gets a gradient, while a rollout
     # uses a random draw; with it every draw is pushed to look real, and only the best to
     # match the truth (the pairing of a reconstruction term on the best sample with an
-    # adversarial term on all, as in diverse-prediction GANs). Doubles the G step's batch.
+    # adversarial term on all, as in diverse-prediction GANs). The term is the mean over the
+    # picked and the fresh draws, so lam_adv is shared between them. Doubles the G step's batch
+    # once D has started (adv_start).
     adv_fresh_draw: bool = False
     # Not in the paper: before each G step, G runs a number of steps drawn uniformly from
     # 0..free_run on its own predictions without gradients, as a rollout runs it (8-bit with

@@ -307,16 +307,21 @@ def test_best_of_trains_on_each_clips_draw_nearest_its_truth():
 
 def test_adv_fresh_draw_has_d_judge_a_fresh_draw_beside_the_picked_one():
     """With adv_fresh_draw the G step's adversarial term is D's on the picked draws and on a
-    fresh draw per clip (the mean of the two halves, which D scores apart here), and its Lp
-    term is the picked draws' alone. Refused without best_of or without adversarial training."""
+    fresh draw per clip (the mean of the two halves), back-propagated into G through both,
+    and its Lp and GDL terms are the picked draws' alone. With the Lp and GDL weights near 0, G's
+    gradient is that of lam_adv * (adv (picked) + adv (fresh)) / 2, not the one without the
+    fresh draw. Refused without best_of or without adversarial training."""
     from avg_rt.train.steps import _d_inputs, best_noises, feeds_back_8bit
 
-    from avg_rt.losses import adversarial_loss, lp_per_clip
+    from avg_rt.losses import adversarial_loss, lp_loss
 
     model = dataclasses.replace(SMALL, noise_channels=1)
     cfg = dataclasses.replace(
-        PRESETS["small"], model=model, best_of=3, unroll=2, adv_fresh_draw=True
+        PRESETS["small"], model=model, best_of=3, unroll=2, adv_fresh_draw=True, clip_grad=0.0
     )
+    cfg = dataclasses.replace(
+        cfg, lam_lp=1e-9, lam_gdl=1e-9
+    )  # G's gradient: the adversarial term's
     cfg.validate()
     G, D = busy_generator(model).train(), Discriminator(model)
     with torch.no_grad():
@@ -329,21 +334,35 @@ def test_adv_fresh_draw_has_d_judge_a_fresh_draw_beside_the_picked_one():
     torch.manual_seed(1)
     picked, _ = best_noises(G, history, targets, 2, cfg)
     fresh = [G.draw_noise(history) for _ in range(2)]
+    params = list(G.parameters())
+    D.requires_grad_(False)
 
-    def scores(noises):
-        with torch.no_grad():
-            preds, windows = unroll(G, history, 2, feeds_back_8bit(cfg), noises)
-            logits = D(*_d_inputs(preds, windows, cfg, (0, 0)))
-            lp = sum(lp_per_clip(p, pyramid(targets[:, j], 4), 2) for j, p in enumerate(preds))
-        return adversarial_loss(logits, real=True).item(), lp.mean().item() / 2
+    def terms(noises):  # with gradients into G: the adversarial term, Lp
+        preds, windows = unroll(G, history, 2, feeds_back_8bit(cfg), noises)
+        truth = pyramid(targets.transpose(0, 1).flatten(0, 1), 4)
+        adv = adversarial_loss(D(*_d_inputs(preds, windows, cfg, (0, 0))), real=True)
+        return adv, lp_loss([torch.cat(s) for s in zip(*preds)], truth, 2)
 
-    (adv_picked, lp_picked), (adv_fresh, _) = scores(picked), scores(fresh)
-    assert abs(adv_picked - adv_fresh) > 1e-4  # 10x the tolerance below
+    def gradient(loss):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return torch.cat(
+            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)]
+        )
+
+    (adv_picked, lp_picked), (adv_fresh, lp_fresh) = terms(picked), terms(fresh)
+    # Tell the mutants apart: D scores the draws apart, and their Lp differs.
+    assert abs(adv_picked - adv_fresh).item() > 1e-4  # 5x the tolerance on loss/adv below
+    assert abs(lp_picked - lp_fresh).item() / 2 > 4e-4 * lp_picked.item()  # 2x loss/lp's
+    expected = gradient(cfg.lam_adv * (adv_picked + adv_fresh) / 2)
+    without_fresh = gradient(cfg.lam_adv * adv_picked)
     opt = torch.optim.Adam(G.parameters(), lr=0.0)
     torch.manual_seed(1)
     logs = g_step(G, D, opt, clip, cfg, steps=2)
-    assert logs["loss/adv"] == pytest.approx((adv_picked + adv_fresh) / 2, abs=1e-5)
-    assert logs["loss/lp"] == pytest.approx(lp_picked, rel=2e-4)
+    got = torch.cat([p.grad.flatten() for p in params])
+    assert logs["loss/adv"] == pytest.approx(((adv_picked + adv_fresh) / 2).item(), abs=1e-5)
+    assert logs["loss/lp"] == pytest.approx(lp_picked.item(), rel=2e-4)
+    assert (got - expected).norm() < 1e-4 * expected.norm()
+    assert (without_fresh - expected).norm() > 1e-2 * expected.norm()
     for bad in (dict(best_of=1), dict(adversarial=False)):
         with pytest.raises(ConfigError, match="adv_fresh_draw needs"):
             dataclasses.replace(cfg, **bad).validate()
