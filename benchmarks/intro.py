@@ -50,6 +50,7 @@ import numpy as np
 
 from avg_rt.benchmark.common import RESULTS, environment, load_report, run_script, save
 from avg_rt.data.sources import load_videos, open_source
+from avg_rt.errors import DataError, InputError
 
 HISTORY = 4  # the generator's history_len
 
@@ -426,9 +427,10 @@ def main(argv: list[str] | None = None) -> None:
             from avg_rt.benchmark.quality import table_steps
 
             if args.steps not in table_steps(report["options"]["steps"]):
-                raise SystemExit(
-                    f"{args.quality}: no per-clip PSNR at step {args.steps} (it has steps "
-                    f"{table_steps(report['options']['steps'])})"
+                raise DataError(
+                    args.quality,
+                    f"no per-clip PSNR at step {args.steps} (it has steps "
+                    f"{table_steps(report['options']['steps'])})",
                 )
         history, truth = benchmark_clips()
         info, frames = repeat_clips(history, truth, args.steps, intro)
@@ -450,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
 def _label_path(spec: str) -> tuple[str, Path]:
     label, sep, path = spec.partition("=")
     if not sep or not label or not path:
-        raise SystemExit(f"--model: expected LABEL=PATH, got {spec!r}")
+        raise InputError("--model", f"expected LABEL=PATH, got {spec!r}")
     return label, Path(path)
 
 

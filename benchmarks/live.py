@@ -48,6 +48,7 @@ from avg_rt.benchmark.common import RESULTS, environment, load_report, mean_ci95
 from avg_rt.config import PRESETS, TrainConfig
 from avg_rt.data.clips import training_sampler
 from avg_rt.data.live import LiveFeed, LiveOptions, parse_stream
+from avg_rt.errors import DataError
 
 GAME = "atari:ms_pacman"
 
@@ -240,7 +241,7 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
     }
     for path, r in zip(paths[1:], reports[1:]):
         if clips_of(r) != clips_of(reports[0]):
-            raise SystemExit(f"{path}: scored other clips than {paths[0]} (options or videos)")
+            raise DataError(path, f"scored other clips than {paths[0]} (options or videos)")
         for label, res in r["results"].items():
             if label in report["results"] and label != "copy last frame":
                 # The same model scored again (say, a reference in two pairs' reports) reads
@@ -250,9 +251,10 @@ def merged_reports(paths: list[Path]) -> dict[str, Any]:
                 b = np.asarray(res["per_clip"]["psnr"], dtype=float)
                 same = _same_path(mine.get(label), theirs.get(label))
                 if not same or not np.allclose(a, b, atol=0.01):
-                    raise SystemExit(
-                        f"{path}: model {label!r} is in an earlier report too, "
-                        "with another checkpoint or other scores"
+                    raise DataError(
+                        path,
+                        f"model {label!r} is in an earlier report too, "
+                        "with another checkpoint or other scores",
                     )
                 continue
             report["results"][label] = res
@@ -299,7 +301,7 @@ def compare(
             and f"{rec}{m.group(1)}" in res
         )
         if not seeds:
-            raise SystemExit(f"{report_path}: no pair of models labelled {live}N and {rec}N")
+            raise DataError(report_path, f"no pair of models labelled {live}N and {rec}N")
         for n in seeds:
             name = f"{tag} seed {n}".strip() if len(tags) > 1 else f"seed {n}"
             rows[name] = paired(report, f"{live}{n}", f"{rec}{n}", "psnr")
@@ -307,7 +309,7 @@ def compare(
     pairs = list(rows)
     missing = [t for t in steps if t not in rows[pairs[0]]]
     if missing:
-        raise SystemExit(f"{report_path}: no per-clip scores at step(s) {missing}")
+        raise DataError(report_path, f"no per-clip scores at step(s) {missing}")
     # The seed is the unit: a t interval over the seeds' mean differences. Runs of one seed
     # start from the same weights, and a recorded arm's clip stream depends on the seed alone,
     # so pairs of several series with one seed are not independent: they count once, as the

@@ -27,6 +27,7 @@ from avg_rt.benchmark.common import RESULTS, environment, run_script, save
 from avg_rt.benchmark.speed import DEVICE_CHOICES, all_runners, check_devices
 from avg_rt.data.atari import AtariConfig, play
 from avg_rt.data.clips import frames_to_model
+from avg_rt.errors import DataError
 from avg_rt.metrics import finite_or_none
 from avg_rt.runners import Runner
 from avg_rt.runners.pyt import TorchRunner
@@ -83,7 +84,7 @@ def histories(episodes: int, start: int, seed: int) -> list[torch.Tensor]:
         cfg = AtariConfig(max_frames=start + 4, seed=seed)
         frames = np.stack(list(play(cfg, episode)))[start : start + 4]
         if len(frames) < 4:
-            raise SystemExit(f"episode {episode} ended before frame {start + 4}")
+            raise DataError("--start", f"episode {episode} ended before frame {start + 4}")
         out.append(frames_to_model(frames[None], "cpu"))  # (1, 4, 3, H, W)
     return out
 

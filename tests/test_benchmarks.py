@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from avg_rt.benchmark.quality import QualityOptions, paired, run
 from avg_rt.cli import app
+from avg_rt.errors import InputError
 
 cli = CliRunner()
 
@@ -292,7 +293,7 @@ def test_benchmarks_device_choice_and_reports_written_as_they_go(
     assert [r["runner"] for r in report["rows"]] == measured and len(measured) == 2
     assert not report["complete"] and "(Partial:" in (tmp_path / "cut.md").read_text()
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="--device cuda: torch sees no CUDA GPU"):
+        with pytest.raises(InputError, match="--device cuda: torch sees no CUDA GPU"):
             main([*args, "--device", "cuda", "--name", "g"])
         assert not (tmp_path / "g.json").exists()
 
@@ -578,7 +579,7 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     module["compare"]([path], tmp_path, steps=(1, 2), result="tagged", tags=("leak",))
     md = (tmp_path / "tagged.md").read_text()
     assert "| seed 1 | +0.95 ± 0.00 |" in md and "seed 0" not in md
-    with pytest.raises(SystemExit, match="no pair of models labelled live-none-sN"):
+    with pytest.raises(InputError, match="no pair of models labelled live-none-sN"):
         module["compare"]([path], tmp_path, steps=(1, 2), tags=("none",))
     # Several series pooled: each pair a row, named by its series. The interval is over
     # seeds: two series' pairs of one seed (the same initial weights; the recorded arms, the
@@ -603,7 +604,7 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     md = (tmp_path / "aa.md").read_text()
     assert md.startswith("Training on the recorded set drawn from a list rotated")
     assert "| over 2 seeds | +0.50 ± 5.72 | +0.50 ± 5.72 | no |" in md
-    with pytest.raises(SystemExit, match="no pair of models labelled live-sN"):
+    with pytest.raises(InputError, match="no pair of models labelled live-sN"):
         module["compare"]([path], tmp_path, steps=(1, 2))
     # From the command line, options before or after the reports, with --tag; an arm that is
     # not a known one is printed as given. A 16-step report: table steps 1, 2, 4, 8, 16.
@@ -617,7 +618,7 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     assert md.startswith("RotB minus training on a recorded set")
     assert "| seed 0 | +0.25 ± 0.00 | +0.25 ± 0.00 | - |" in md
     path.write_text(json.dumps(report))
-    with pytest.raises(SystemExit, match=r"no per-clip scores at step\(s\) \[16\]"):
+    with pytest.raises(InputError, match=r"no per-clip scores at step\(s\) \[16\]"):
         module["compare"]([path], tmp_path, steps=(1, 16))  # a report of 2 steps has no step 16
     # Seeds scored in two runs on the same clips read as one report; other clips are refused.
     first = {**report, "options": {"steps": 2, "models": {}}, "videos": ["a"]}
@@ -643,23 +644,23 @@ def test_live_compare_pairs_runs_by_seed_and_checks_the_margin(tmp_path):
     assert "| over 2 seeds | +0.50 ± 5.72 |" in (tmp_path / "merged.md").read_text()
     second["options"]["models"] = {"recorded-s0": "/work/other/r0.pt"}
     b.write_text(json.dumps(second))
-    with pytest.raises(SystemExit, match="'recorded-s0' is in an earlier report too"):
+    with pytest.raises(InputError, match="'recorded-s0' is in an earlier report too"):
         module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
     second["options"]["models"] = {"recorded-s0": "runs/r0.pt"}
     shifted = (np.asarray(per["recorded-s0"]) + 0.05).tolist()
     second["results"]["recorded-s0"] = {"per_clip": {"psnr": shifted}}
     b.write_text(json.dumps(second))
-    with pytest.raises(SystemExit, match="with another checkpoint or other scores"):
+    with pytest.raises(InputError, match="with another checkpoint or other scores"):
         module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
     del second["results"]["recorded-s0"]
     b.write_text(json.dumps({**second, "videos": ["other"]}))
-    with pytest.raises(SystemExit, match="b.json: scored other clips than"):
+    with pytest.raises(InputError, match="b.json: scored other clips than"):
         module["compare"]([a, b], tmp_path, steps=(1, 2), result="merged")
     # A report that is missing (a pair still being scored) or not JSON: one line naming it.
-    with pytest.raises(SystemExit, match="missing.json: not a readable quality report"):
+    with pytest.raises(InputError, match="missing.json: not a readable quality report"):
         module["compare"]([a, tmp_path / "missing.json"], tmp_path, steps=(1, 2))
     b.write_text("{")
-    with pytest.raises(SystemExit, match="b.json: not a readable quality report"):
+    with pytest.raises(InputError, match="b.json: not a readable quality report"):
         module["compare"]([a, b], tmp_path, steps=(1, 2))
 
 

@@ -98,12 +98,14 @@ def mean_ci95(values: Any, quantile: float = 1.96) -> dict[str, float]:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    """A benchmark's JSON result (what `save` wrote); SystemExit naming `path` where it is
+    """A benchmark's JSON result (what `save` wrote); DataError naming `path` where it is
     missing or not JSON (say, a report still being written)."""
+    from avg_rt.errors import DataError
+
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: not a readable quality report ({e})") from None
+        raise DataError(path, f"not a readable quality report ({e})") from None
     return report
 
 

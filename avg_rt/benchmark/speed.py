@@ -168,10 +168,12 @@ DEVICE_CHOICES = ("all", "cpu", "cuda")
 
 
 def check_devices(devices: str) -> None:
-    """One line and exit where `devices` (DEVICE_CHOICES) asks for a GPU this machine lacks:
-    a CUDA-only benchmark must not write an empty report. Scripts call it first."""
+    """RunnerError where `devices` (DEVICE_CHOICES) asks for a GPU this machine lacks: a
+    CUDA-only benchmark must not write an empty report. Scripts call it first."""
+    from avg_rt.errors import RunnerError
+
     if devices == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA GPU here (run `avg-rt doctor`)")
+        raise RunnerError("--device cuda", "torch sees no CUDA GPU here (run `avg-rt doctor`)")
 
 
 def all_runners(
