@@ -284,8 +284,8 @@ class TrainConfig:
     # objective: Guzman-Rivera et al. 2012, Bhattacharyya et al. 2018). The draws then learn
     # distinct futures, each as sharp as the data's uncertainty allows, instead of one average.
     # The adversarial term too is that draw's (and, with adv_fresh_draw, a fresh one's; D's own
-    # step judges a random draw). 1: one
-    # draw, trained as drawn. Costs best_of forward passes of the unrolled steps.
+    # step judges a random draw). 1: one draw, trained as drawn. Costs best_of forward passes
+    # of the unrolled steps.
     best_of: int = 1
     # Not in the paper, with best_of: the G step also rolls out one fresh noise draw per clip,
     # which only the adversarial term judges (no Lp or GDL), beside the picked one. Without it
